@@ -1,0 +1,192 @@
+"""The narrow interfaces every source and sink implements, and how they are found.
+
+Built-in plugins are listed in a plain dict in ``plugins/__init__.py``; third-party packages add theirs
+through the ``edge_agent.plugins`` entry-point group, each entry pointing at a ``PluginSpec``.
+A plugin's implementation module (the one importing a protocol library) is imported only when the
+plugin is used, so ``edge-agent check`` on a Modbus config never imports asyncua.
+
+Two instances of one plugin must coexist: plugins keep all state on the instance.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import importlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from agent.configbase import SinkConfig, SourceConfig
+from agent.records import Envelope, Reading
+
+Emit = Callable[[Sequence[Reading]], Awaitable[None]]
+"""What a source calls with each batch of readings; may wait when the bus policy is ``block``."""
+
+
+class State(enum.StrEnum):
+    """Connection state of a source or sink, read by health and metrics."""
+
+    STARTING = "starting"
+    UP = "up"
+    DOWN = "down"  # failed, retrying with backoff
+    STOPPED = "stopped"
+
+
+@dataclass
+class ComponentStatus:
+    """Live status of one source or sink; written by the component and its supervisor."""
+
+    name: str
+    kind: Literal["source", "sink"]
+    state: State = State.STARTING
+    since: float = field(default_factory=time.time)
+    last_error: str | None = None
+    failures: int = 0
+    episode_failures: int = 0  # failures since the component was last UP
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def set(self, state: State, error: str | None = None) -> None:
+        if state is not self.state:
+            self.state, self.since = state, time.time()
+        if error is not None or state is State.UP:
+            self.last_error = error
+
+    def count(self, key: str, n: float = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+
+@dataclass
+class PluginContext:
+    """What the runner hands to each plugin instance.
+
+    ``mark_up()`` tells the supervisor the component is connected and working: it logs the recovery
+    once and resets the backoff. Plugins call it after their first successful read or connect.
+    """
+
+    name: str
+    agent_id: str
+    state_dir: Path
+    status: ComponentStatus
+    log: Any = None  # structlog BoundLogger with component=<name>
+    info: dict[str, Any] = field(default_factory=dict)  # version, config_hash, started_at
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            self.log = structlog.get_logger().bind(component=self.name)
+
+    def mark_up(self) -> None:
+        status = self.status
+        if status.state is State.UP:
+            return
+        if status.episode_failures:
+            self.log.info(
+                "recovered", after_failures=status.episode_failures, down_s=round(time.time() - status.since, 1)
+            )
+        status.episode_failures = 0
+        status.set(State.UP)
+
+
+class Source(abc.ABC):
+    """Reads tags from one device or server and emits readings.
+
+    Contract:
+        ``run(emit)`` connects, reads and awaits ``emit(batch)`` until cancelled. It never retries a lost
+        connection itself: it raises ``TransientError`` (or ``FatalError``) and the supervisor, the one
+        owner of reconnects, calls ``run`` again after a capped, jittered backoff. Per-device loops
+        inside one source (several Modbus units) may back off on their own while the others keep
+        polling. A bad tag is a BAD reading with a reason, never an exception that stops the others.
+    """
+
+    def __init__(self, config: SourceConfig, ctx: PluginContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    async def run(self, emit: Emit) -> None:
+        """Read until cancelled; raise TransientError / FatalError on failure."""
+
+    @abc.abstractmethod
+    async def read_once(self) -> list[Reading]:
+        """Connect, read every tag once, disconnect. Used by ``edge-agent once``."""
+
+
+class Sink(abc.ABC):
+    """Delivers envelopes taken from its outbox.
+
+    Contract:
+        ``async with sink:`` connects (raise TransientError / FatalError when it cannot);
+        ``publish(batch)`` returns only once every envelope is acknowledged by the far side (MQTT QoS>=1
+        PUBACK, a written and flushed file line); it raises TransientError when any was not, and the
+        outbox keeps the whole batch. ``connected`` turning False while idle makes the delivery loop
+        reconnect through the supervisor.
+    """
+
+    def __init__(self, config: SinkConfig, ctx: PluginContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    async def __aenter__(self) -> Sink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    @abc.abstractmethod
+    async def publish(self, batch: Sequence[Envelope]) -> None:
+        """Deliver the batch; return when acknowledged, raise TransientError otherwise."""
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plugin as the registry knows it.
+
+    Attributes:
+        type: the ``type = "..."`` value in the config.
+        kind: source or sink.
+        config: the pydantic model of its config section (pins ``type`` with a Literal).
+        impl: ``"module:Class"`` of the implementation, imported on first use.
+        summary: one line for ``edge-agent plugins``.
+        sample: package resource ``"module:file.toml"`` holding the sample config, if any.
+    """
+
+    type: str
+    kind: Literal["source", "sink"]
+    config: type[SourceConfig] | type[SinkConfig]
+    impl: str
+    summary: str
+    sample: str | None = None
+
+    def load(self) -> type[Any]:
+        module, _, attr = self.impl.partition(":")
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+    def sample_text(self) -> str | None:
+        if not self.sample:
+            return None
+        module, _, name = self.sample.partition(":")
+        from importlib import resources
+
+        return resources.files(module).joinpath(name).read_text(encoding="utf-8")
+
+
+def registry(kind: Literal["source", "sink"]) -> dict[str, PluginSpec]:
+    """Built-in plugins of one kind plus those installed through the ``edge_agent.plugins`` entry points."""
+    from importlib.metadata import entry_points
+
+    from plugins import BUILTIN
+
+    found = {spec.type: spec for spec in BUILTIN if spec.kind == kind}
+    for ep in entry_points(group="edge_agent.plugins"):
+        spec = ep.load()
+        if isinstance(spec, PluginSpec) and spec.kind == kind and spec.type not in found:
+            found[spec.type] = spec
+    return found

@@ -1,0 +1,9 @@
+"""Built-in plugins. The registry is this plain list; third parties use the ``edge_agent.plugins``
+entry-point group (see ``agent.plugin.registry``). Only the modules named in ``impl`` import protocol
+libraries, and only when a config uses them."""
+
+from __future__ import annotations
+
+from agent.plugin import PluginSpec
+
+BUILTIN: list[PluginSpec] = []
