@@ -7,8 +7,9 @@ config module stays importable without pulling in the runtime.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
@@ -51,7 +52,16 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds as float; accepts ``10``, ``"10s"``, ``"500ms"``, ``"5m"``, ``"1h30m"``."""
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {None: 1, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
+_SIZE_UNITS = {
+    None: 1,
+    "b": 1,
+    "kb": 10**3,
+    "kib": 2**10,
+    "mb": 10**6,
+    "mib": 2**20,
+    "gb": 10**9,
+    "gib": 2**30,
+}
 
 
 def parse_size(value: Any) -> int:
@@ -121,25 +131,38 @@ class SourceConfig(Model):
     type: str
     name: str = Field(pattern=TAG_NAME, description="Unique name of the source; appears in logs and topics.")
     enabled: bool = Field(default=True, description="A disabled source is validated but not started.")
-    tags: list[TagConfig] = Field(default_factory=list, description="The tags this source reads.")
+    tags: Sequence[TagConfig] = Field(default_factory=list, description="The tags this source reads.")
 
 
 class OutboxConfig(Model):
-    """How a sink's outbox holds messages until the sink has delivered them."""
+    """How a sink's outbox holds messages until the sink has delivered them (see ``agent.outbox``)."""
 
     durable: bool = Field(
-        default=True, description="Keep the outbox on disk (SQLite in the state directory) across restarts."
+        default=True,
+        description="Keep the outbox on disk (SQLite in WAL mode, in the state directory) across restarts.",
     )
     max_bytes: ByteSize = Field(
-        default=256 * 2**20, description="Cap on the outbox payload bytes; past it, the drop policy applies."
+        default=256 * 2**20,
+        ge=1024,
+        description="Cap on the outbox payload bytes; past it, the drop policy applies.",
     )
-    policy: str = Field(
+    policy: Literal["drop_oldest_by_priority"] = Field(
         default="drop_oldest_by_priority",
         description="What to drop at the cap: oldest readings, then oldest features, then status; alerts last.",
     )
+    fsync: Literal["append", "always", "never"] = Field(
+        default="append",
+        description=(
+            "When the durable outbox forces data to the disk. 'append': every append (a power loss loses no "
+            "accepted message; an ack lost to a power loss means a duplicate, visible by seq). 'always': "
+            "appends and acks. 'never': the OS decides (survives kill -9 of the agent, not a power loss)."
+        ),
+    )
     batch: int = Field(default=200, ge=1, le=10_000, description="Most messages handed to the sink at once.")
     replay_rate: float = Field(
-        default=2000.0, gt=0, description="Most backlog messages per second replayed after an outage."
+        default=2000.0,
+        gt=0,
+        description="Most backlog messages per second replayed after an outage or a restart; live ones pass.",
     )
 
 

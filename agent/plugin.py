@@ -11,6 +11,7 @@ Two instances of one plugin must coexist: plugins keep all state on the instance
 from __future__ import annotations
 
 import abc
+import builtins
 import enum
 import importlib
 import time
@@ -85,7 +86,9 @@ class PluginContext:
             return
         if status.episode_failures:
             self.log.info(
-                "recovered", after_failures=status.episode_failures, down_s=round(time.time() - status.since, 1)
+                "recovered",
+                after_failures=status.episode_failures,
+                down_s=round(time.time() - status.since, 1),
             )
         status.episode_failures = 0
         status.set(State.UP)
@@ -160,14 +163,14 @@ class PluginSpec:
 
     type: str
     kind: Literal["source", "sink"]
-    config: type[SourceConfig] | type[SinkConfig]
+    config: builtins.type[SourceConfig] | builtins.type[SinkConfig]
     impl: str
     summary: str
     sample: str | None = None
 
-    def load(self) -> type[Any]:
+    def load(self) -> builtins.type[Any]:
         module, _, attr = self.impl.partition(":")
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), attr)
 
     def sample_text(self) -> str | None:
         if not self.sample:

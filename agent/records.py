@@ -40,7 +40,12 @@ class Reading:
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"tag": self.tag, "ts": self.ts, "value": self.value, "quality": str(self.quality)}
+        out: dict[str, Any] = {
+            "tag": self.tag,
+            "ts": self.ts,
+            "value": self.value,
+            "quality": str(self.quality),
+        }
         if self.reason:
             out["reason"] = self.reason
         return out

@@ -5,5 +5,9 @@ libraries, and only when a config uses them."""
 from __future__ import annotations
 
 from agent.plugin import PluginSpec
+from plugins.modbus import SPEC as MODBUS
+from plugins.opcua import SPEC as OPCUA
+from plugins.replay import SPEC as REPLAY
+from plugins.stdout import JSONL, STDOUT
 
-BUILTIN: list[PluginSpec] = []
+BUILTIN: list[PluginSpec] = [REPLAY, STDOUT, JSONL, OPCUA, MODBUS]

@@ -1,0 +1,50 @@
+"""The wire form of a message: its payload plus the envelope fields every consumer relies on.
+
+``schema`` names the payload schema (``edge-agent/<kind>/1``, JSON Schema files in ``agent/schemas``);
+``seq`` increases by one per topic and survives restarts, so consumers detect gaps and duplicates;
+``replayed`` marks messages that waited in the outbox through an outage or a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.records import Envelope
+
+SCHEMA_VERSION = 1
+
+
+def iso(ts: float) -> str:
+    """ISO-8601 UTC with milliseconds, e.g. ``2026-11-20T22:46:00.123Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def wire(envelope: Envelope, agent_id: str) -> dict[str, Any]:
+    """The JSON object published for ``envelope``."""
+    message = envelope.message
+    return {
+        "schema": f"edge-agent/{message.kind.value}/{SCHEMA_VERSION}",
+        "agent": agent_id,
+        "seq": envelope.seq,
+        "ts": iso(message.ts),
+        "ts_ms": round(message.ts * 1000),
+        "replayed": envelope.replayed,
+        **message.payload,
+    }
+
+
+def dumps(obj: dict[str, Any]) -> str:
+    """Compact JSON; NaN and infinities become null (JSON has no NaN)."""
+    return json.dumps(_clean(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj

@@ -1,0 +1,188 @@
+"""ONNX models: load, check against the pipeline, score, and swap atomically when the file changes.
+
+A model takes one float32 input of shape [N, F] (F = the pipeline's feature count; N may be dynamic or 1)
+and gives the anomaly score as its first output ([N] or [N, 1]). An output named ``contributions`` of
+shape [N, F] gives per-feature contributions. Optional metadata (``edge_agent.*`` keys, written by
+``edge-agent train``) names the features in order, the thresholds and the normal band of each feature.
+
+onnxruntime runs with one intra-op thread and spinning off (a gateway has few cores and other work); the
+runner calls ``score`` in an executor thread (onnxruntime releases the GIL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.alerts import Normal
+from agent.errors import ModelError
+
+META = "edge_agent."
+
+
+@dataclass
+class Model:
+    """A loaded, validated model."""
+
+    path: Path
+    id: str  # "sha256:<first 16 hex>" of the file bytes
+    session: Any
+    input_name: str
+    n_features: int
+    batchable: bool
+    has_contributions: bool
+    metadata: dict[str, str] = field(default_factory=dict)
+    normal: Normal = field(default_factory=Normal)
+
+    def meta_float(self, key: str) -> float | None:
+        raw = self.metadata.get(META + key)
+        return float(raw) if raw not in (None, "") else None
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores ([N]) and contributions ([N, F] or None) for feature rows ``x`` ([N, F])."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.batchable or len(x) == 1:
+            outs = self.session.run(None, {self.input_name: x})
+        else:
+            rows = [self.session.run(None, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
+            outs = [np.concatenate([r[j] for r in rows]) for j in range(len(rows[0]))]
+        scores = np.asarray(outs[0], dtype=np.float64).reshape(len(x), -1)[:, 0]
+        contrib = (
+            np.asarray(outs[1], dtype=np.float64).reshape(len(x), -1) if self.has_contributions else None
+        )
+        return scores, contrib
+
+
+def _session(data: bytes) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _floats(meta: dict[str, str], key: str, n: int) -> np.ndarray | None:
+    raw = meta.get(META + key)
+    if not raw:
+        return None
+    arr = np.asarray(json.loads(raw), dtype=np.float64)
+    return arr if arr.shape == (n,) else None
+
+
+def load(path: Path, names: Sequence[str]) -> Model:
+    """Load ``path`` and check it fits a pipeline whose feature vector is ``names``.
+
+    Raises:
+        ModelError: unreadable file, not ONNX, wrong input shape or type, feature names that differ.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {str(path)!r}: {exc.strerror}") from None
+    try:
+        session = _session(data)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} is not a model onnxruntime can load: {first[:300]}") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: a model takes exactly one input [N, F]; this one takes {len(inputs)}")
+    inp = inputs[0]
+    shape = list(inp.shape)
+    if inp.type != "tensor(float)" or len(shape) != 2:
+        raise ModelError(
+            f"{path}: input {inp.name!r} must be float32 of shape [N, F], not {inp.type} {shape}"
+        )
+    want = len(names)
+    if shape[1] != want:
+        raise ModelError(
+            f"{path}: model expects {shape[1]} features but the pipeline produces {want} "
+            f"({len(names)} = tags x features); retrain it on this pipeline or change the pipeline"
+        )
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    if META + "feature_names" in meta:
+        model_names = json.loads(meta[META + "feature_names"])
+        if list(model_names) != list(names):
+            pairs = zip(model_names, names, strict=False)
+            at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(model_names), len(names)))
+            got = model_names[at] if at < len(model_names) else None
+            want_name = names[at] if at < len(names) else None
+            raise ModelError(
+                f"{path}: the model was trained on other features; at difference at #{at}: "
+                f"model {got!r}, pipeline {want_name!r}"
+            )
+    outputs = session.get_outputs()
+    has_contrib = any(o.name == "contributions" for o in outputs[1:2])
+    normal = Normal(
+        center=_floats(meta, "center", want),
+        scale=_floats(meta, "scale", want),
+        low=_floats(meta, "normal_low", want),
+        high=_floats(meta, "normal_high", want),
+    )
+    model = Model(
+        path=Path(path),
+        id="sha256:" + hashlib.sha256(data).hexdigest()[:16],
+        session=session,
+        input_name=inp.name,
+        n_features=want,
+        batchable=not isinstance(shape[0], int) or shape[0] != 1,
+        has_contributions=has_contrib,
+        metadata=meta,
+        normal=normal,
+    )
+    try:
+        model.score(np.zeros((1, want), dtype=np.float32))
+    except Exception as exc:
+        raise ModelError(f"{path}: the model fails on a zero input: {str(exc)[:300]}") from None
+    return model
+
+
+class ModelSlot:
+    """The live model of one pipeline; ``refresh()`` swaps in a changed file only if it validates."""
+
+    def __init__(self, path: Path, names: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.names = list(names)
+        self.model = load(self.path, self.names)
+        self._stamp = self._file_stamp()
+        self.rejected: str | None = None
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def refresh(self) -> tuple[str, str] | None:
+        """Reload when the file changed on disk.
+
+        Returns:
+            ("swapped", model id) or ("rejected", reason) when something happened, else None.
+            A rejected file leaves the last good model in place.
+        """
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            new = load(self.path, self.names)
+        except ModelError as exc:
+            self.rejected = str(exc)
+            return ("rejected", str(exc))
+        if new.id == self.model.id:
+            return None
+        self.model, self.rejected = new, None
+        return ("swapped", new.id)

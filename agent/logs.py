@@ -1,0 +1,45 @@
+"""structlog setup: JSON lines for journald and containers, readable console on a terminal.
+
+Every line carries ``component=`` (bound by the runner for each source, sink and pipeline). Secrets never
+reach a log line: config secrets are ``SecretStr`` and render as ``**********``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    """Configure structlog once for the process; ``fmt`` is auto, json or console."""
+    stream = stream or sys.stderr
+    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if console:
+        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    else:
+        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries log through stdlib logging; keep their chatter out unless we are debugging.
+    logging.basicConfig(level=logging.WARNING if level != "debug" else logging.DEBUG, stream=stream)
+    for noisy in ("asyncua", "pymodbus", "paho"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if level != "debug" else logging.INFO)
+
+
+def get(component: str) -> Any:
+    """A logger bound with ``component=``."""
+    return structlog.get_logger().bind(component=component)

@@ -1,0 +1,150 @@
+"""Config sections of the core: ``[agent]``, ``[bus]`` and ``[[pipelines]]`` (with window and alert)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal, cast
+
+from pydantic import Field, model_validator
+
+from agent.configbase import TAG_NAME, Duration, Model
+from agent.features import FEATURES
+
+FeatureName = Literal[
+    "mean", "std", "min", "max", "rms", "p2p", "slope", "skewness", "kurtosis", "crest", "last"
+]
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= exports STATE_DIRECTORY; otherwise keep state next to where we run.
+    return Path(os.environ.get("STATE_DIRECTORY", "./state").split(":")[0])
+
+
+class AgentSection(Model):
+    """``[agent]``: identity, logging and lifecycle of this agent."""
+
+    id: str = Field(
+        default_factory=socket.gethostname,
+        pattern=TAG_NAME,
+        description="Agent id, used in MQTT topics and payloads. Default: the host name.",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto = readable console on a terminal, JSON lines otherwise."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level logged."
+    )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="Outbox, sequence counters, certificates. Default: $STATE_DIRECTORY or ./state.",
+    )
+    shutdown_timeout: Duration = Field(
+        default=10.0, description="On SIGTERM, how long to drain pipelines and flush sinks before exiting."
+    )
+    status_interval: Duration = Field(default=30.0, description="How often a status message is published.")
+    readings_interval: Duration = Field(
+        default=1.0, description="Raw readings for sinks that take them are batched over this interval."
+    )
+    model_check_interval: Duration = Field(
+        default=5.0, description="How often model files are checked for changes (hot swap)."
+    )
+
+
+class BusConfig(Model):
+    """``[bus]``: the bounded queue between sources and pipelines."""
+
+    capacity: int = Field(default=2000, ge=1, description="Most batches of readings held.")
+    overflow: Literal["drop_oldest", "drop_newest", "block"] = Field(
+        default="drop_oldest",
+        description="When full: drop the oldest batch, drop the new one, or make sources wait.",
+    )
+
+
+class WindowConfig(Model):
+    """``[pipelines.window]``: how readings are cut into windows."""
+
+    kind: Literal["time", "count"] = Field(default="time", description="Time windows or count windows.")
+    length: Duration = Field(default=60.0, gt=0, description="time: window length.")
+    hop: Duration | None = Field(
+        default=None, description="time: a window every hop; default = length (tumbling)."
+    )
+    period: Duration = Field(default=1.0, gt=0, description="time: grid period on which tags are aligned.")
+    size: int = Field(
+        default=60, ge=2, description="count: rows per window (a row per reading of the first tag)."
+    )
+    step: int | None = Field(
+        default=None, ge=1, description="count: a window every step rows; default = size."
+    )
+    max_age: Duration | None = Field(
+        default=None, description="A value is held at most this long, then missing. Default: 3 x period."
+    )
+    min_coverage: float = Field(
+        default=0.8, ge=0, le=1, description="Least fraction of good rows per tag for a window to be scored."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> WindowConfig:
+        if self.kind == "time":
+            hop = self.hop if self.hop is not None else self.length
+            if hop > self.length:
+                raise ValueError(
+                    f"hop ({hop:g}s) is longer than length ({self.length:g}s): windows would skip data; "
+                    "make hop <= length (hop = length gives tumbling windows)"
+                )
+            if self.period > hop:
+                raise ValueError(f"period ({self.period:g}s) must not be longer than hop ({hop:g}s)")
+        elif self.step is not None and self.step > self.size:
+            raise ValueError(f"step ({self.step}) is larger than size ({self.size}); make step <= size")
+        return self
+
+    @property
+    def hop_s(self) -> float:
+        return self.hop if self.hop is not None else self.length
+
+    @property
+    def max_age_s(self) -> float:
+        return self.max_age if self.max_age is not None else 3 * self.period
+
+
+class AlertConfig(Model):
+    """``[pipelines.alert]``: when a score becomes an alert."""
+
+    threshold: float | None = Field(
+        default=None, description="Raise at or above this score. Default: the model's edge_agent.threshold."
+    )
+    clear_threshold: float | None = Field(
+        default=None, description="Clear below this score. Default: the model's, else 0.8 x threshold."
+    )
+    raise_after: int = Field(default=3, ge=1, description="Consecutive windows above threshold to raise.")
+    clear_after: int = Field(
+        default=3, ge=1, description="Consecutive windows below clear_threshold to clear."
+    )
+    top: int = Field(default=3, ge=0, le=50, description="How many contributing features an alert names.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertConfig:
+        if (
+            self.threshold is not None
+            and self.clear_threshold is not None
+            and self.clear_threshold > self.threshold
+        ):
+            raise ValueError("clear_threshold must not be above threshold (that would flap)")
+        return self
+
+
+class PipelineConfig(Model):
+    """``[[pipelines]]``: tags -> windows -> features -> model -> alerts."""
+
+    name: str = Field(pattern=TAG_NAME, description="Unique name; the last level of its topics.")
+    enabled: bool = Field(default=True, description="A disabled pipeline is validated but not run.")
+    tags: list[str] = Field(min_length=1, description="Tag names, in feature-vector order.")
+    window: WindowConfig = Field(default_factory=WindowConfig, description="How readings become windows.")
+    features: list[FeatureName] = Field(
+        default_factory=lambda: cast(list[FeatureName], list(FEATURES)),
+        min_length=1,
+        description="Features per tag, in order.",
+    )
+    model: Path | None = Field(default=None, description="ONNX model file; none = publish features only.")
+    alert: AlertConfig = Field(default_factory=AlertConfig, description="Alert rule.")

@@ -1,0 +1,196 @@
+"""One pipeline: readings -> windows -> features -> (score) -> alert state -> messages.
+
+Synchronous and clock-free: the runner passes wall time in, and does the scoring itself (in an executor)
+between ``featurize`` and ``conclude``, so this class never blocks and is tested without a loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent import features as feats
+from agent.alerts import AlertState, Normal, Transition, explain
+from agent.inference import Model, ModelSlot
+from agent.pipeconfig import PipelineConfig
+from agent.records import Kind, Message
+from agent.windows import CountWindower, TimeWindower, Window
+
+
+@dataclass
+class PipelineStats:
+    windows: int = 0
+    scored: int = 0
+    skipped: int = 0
+    alerts_raised: int = 0
+    alerts_cleared: int = 0
+    last_score: float | None = None
+
+
+@dataclass
+class Batch:
+    """Windows closed together, with their feature rows and which of them may be scored."""
+
+    windows: list[Window]
+    x: np.ndarray  # (N, F)
+    coverage: np.ndarray  # (N,) min coverage over tags
+    reasons: list[str | None] = field(default_factory=list)  # None = scorable
+
+    @property
+    def scorable(self) -> np.ndarray:
+        return np.array([r is None for r in self.reasons], dtype=bool)
+
+
+class Pipeline:
+    """The stream stages of one ``[[pipelines]]`` entry."""
+
+    def __init__(self, cfg: PipelineConfig, slot: ModelSlot | None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.tags = list(cfg.tags)
+        self.names = feats.feature_names(cfg.tags, cfg.features)
+        self.slot = slot
+        w = cfg.window
+        self.windower: TimeWindower | CountWindower
+        if w.kind == "time":
+            self.windower = TimeWindower(len(self.tags), w.length, w.hop_s, w.period, w.max_age_s)
+        else:
+            self.windower = CountWindower(len(self.tags), w.size, w.step or w.size, w.max_age_s)
+        self.alert: AlertState | None = None
+        if slot is not None:
+            threshold, clear = thresholds(cfg, slot.model)
+            self.alert = AlertState(threshold, clear, cfg.alert.raise_after, cfg.alert.clear_after)
+        self.stats = PipelineStats()
+
+    @property
+    def model(self) -> Model | None:
+        return self.slot.model if self.slot else None
+
+    def model_swapped(self) -> None:
+        """Take thresholds from the new model unless the config fixes them; the alert state carries over."""
+        if self.alert is not None and self.model is not None:
+            self.alert.threshold, self.alert.clear_threshold = thresholds(self.cfg, self.model)
+
+    def featurize(self, windows: list[Window]) -> Batch:
+        rows = [feats.compute(w.values, w.times, self.cfg.features) for w in windows]
+        coverage = np.array([float(w.coverage().min()) for w in windows])
+        reasons: list[str | None] = []
+        for w, cov in zip(windows, coverage, strict=True):
+            if cov < self.cfg.window.min_coverage:
+                low = [
+                    t
+                    for t, c in zip(self.tags, w.coverage(), strict=True)
+                    if c < self.cfg.window.min_coverage
+                ]
+                reasons.append(
+                    f"low coverage {cov:.2f} < {self.cfg.window.min_coverage:.2f} ({', '.join(low[:5])})"
+                )
+            else:
+                reasons.append(None)
+        return Batch(windows, np.vstack(rows), coverage, reasons)
+
+    def conclude(self, batch: Batch, scores: np.ndarray | None, contrib: np.ndarray | None) -> list[Message]:
+        """Messages for the batch: one features message per window, plus alert transitions.
+
+        ``scores`` / ``contrib`` hold one row per *scorable* window, in order (None without a model).
+        """
+        out: list[Message] = []
+        model = self.model
+        k = 0
+        for i, window in enumerate(batch.windows):
+            self.stats.windows += 1
+            reason = batch.reasons[i]
+            score = None
+            row_contrib = None
+            if reason is None and scores is not None:
+                score = float(scores[k])
+                row_contrib = contrib[k] if contrib is not None else None
+                k += 1
+                self.stats.scored += 1
+                self.stats.last_score = score
+            elif reason is not None:
+                self.stats.skipped += 1
+            status = "skipped" if reason else ("scored" if score is not None else "unscored")
+            span = {"start": window.start, "end": window.end}
+            out.append(
+                Message(
+                    Kind.FEATURES,
+                    self.name,
+                    window.end,
+                    {
+                        "pipeline": self.name,
+                        "window": span,
+                        "coverage": round(float(batch.coverage[i]), 4),
+                        "status": status,
+                        "reason": reason,
+                        "features": {n: _num(v) for n, v in zip(self.names, batch.x[i], strict=True)},
+                        "score": _num(score) if score is not None else None,
+                        "model": model.id if model else None,
+                    },
+                )
+            )
+            if score is not None and self.alert is not None and model is not None and math.isfinite(score):
+                transition = self.alert.update(score)
+                if transition is not None:
+                    out.append(self._alert(transition, score, span, batch.x[i], row_contrib, model))
+        return out
+
+    def _alert(
+        self,
+        transition: Transition,
+        score: float,
+        span: dict[str, float],
+        x: np.ndarray,
+        contrib: np.ndarray | None,
+        model: Model,
+    ) -> Message:
+        assert self.alert is not None
+        if transition is Transition.RAISED:
+            self.stats.alerts_raised += 1
+        else:
+            self.stats.alerts_cleared += 1
+        top, summary = explain(self.names, x, contrib, model.normal or Normal(), self.cfg.alert.top)
+        head = f"{self.name}: anomaly score {score:.3g} (threshold {self.alert.threshold:.3g})"
+        if transition is Transition.CLEARED:
+            head = f"{self.name}: back to normal, score {score:.3g} (clear below {self.alert.clear_threshold:.3g})"
+        return Message(
+            Kind.ALERT,
+            self.name,
+            span["end"],
+            {
+                "pipeline": self.name,
+                "state": transition.value,
+                "score": round(score, 6),
+                "threshold": self.alert.threshold,
+                "clear_threshold": self.alert.clear_threshold,
+                "window": span,
+                "model": model.id,
+                "top": top,
+                "summary": f"{head}: {summary}" if summary and transition is Transition.RAISED else head,
+            },
+        )
+
+
+def thresholds(cfg: PipelineConfig, model: Model) -> tuple[float, float]:
+    """(threshold, clear_threshold) from the config, else the model's metadata, else a clear error."""
+    threshold = cfg.alert.threshold if cfg.alert.threshold is not None else model.meta_float("threshold")
+    if threshold is None:
+        raise ValueError(
+            "no alert threshold: set alert.threshold, or use a model with edge_agent.threshold metadata "
+            "(models from `edge-agent train` have it)"
+        )
+    clear = cfg.alert.clear_threshold
+    if clear is None:
+        clear = model.meta_float("clear_threshold")
+    if clear is None or clear > threshold:
+        clear = threshold * 0.8 if threshold > 0 else threshold
+    return float(threshold), float(clear)
+
+
+def _num(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None

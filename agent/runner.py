@@ -1,0 +1,363 @@
+"""The runtime: sources -> bus -> pipelines -> outboxes -> sinks, in one TaskGroup.
+
+Start order: sink delivery loops first (each owns its connection through the supervisor; a broker that
+is down only means buffering), then the pipeline loop, then sources. Stop order (SIGTERM/SIGINT, or every
+source finished): cancel the sources, let the pipelines drain the bus, then give the sinks up to
+``agent.shutdown_timeout`` to empty their outboxes. What is left in a durable outbox is sent after the
+next start; a memory outbox loses it, and says how much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent import __version__, logs
+from agent.bus import Bus
+from agent.config import AgentConfig, config_hash
+from agent.configbase import SinkConfig, SourceConfig
+from agent.delivery import deliver
+from agent.envelope import iso
+from agent.errors import ConfigError, ConfigIssue, ModelError
+from agent.inference import ModelSlot
+from agent.outbox import Outbox, open_outbox
+from agent.pipeline import Batch, Pipeline, thresholds
+from agent.plugin import ComponentStatus, PluginContext, Sink, Source, State, registry
+from agent.records import Kind, Message, Quality, Reading
+from agent.supervise import supervise
+
+
+def load_models(cfg: AgentConfig, file: str) -> dict[str, ModelSlot]:
+    """Load and check every enabled pipeline's model; all problems reported at once as a ConfigError."""
+    from agent.features import feature_names
+
+    slots: dict[str, ModelSlot] = {}
+    issues: list[ConfigIssue] = []
+    for i, pipe in enumerate(cfg.pipelines):
+        if pipe.model is None or not pipe.enabled:
+            continue
+        try:
+            slot = ModelSlot(pipe.model, feature_names(pipe.tags, pipe.features))
+            thresholds(pipe, slot.model)
+        except ModelError as exc:
+            issues.append(ConfigIssue(f"pipelines[{i}].model", str(exc)))
+            continue
+        except ValueError as exc:
+            issues.append(ConfigIssue(f"pipelines[{i}].alert.threshold", str(exc)))
+            continue
+        slots[pipe.name] = slot
+    if issues:
+        raise ConfigError(file, issues)
+    return slots
+
+
+@dataclass
+class SourceRun:
+    cfg: SourceConfig
+    impl: Source
+    ctx: PluginContext
+
+
+@dataclass
+class SinkRun:
+    cfg: SinkConfig
+    impl: Sink
+    ctx: PluginContext
+    outbox: Outbox
+    kinds: frozenset[str] = field(default_factory=frozenset)
+
+
+def _value(reading: Reading) -> float:
+    if reading.quality is Quality.BAD or reading.value is None:
+        return np.nan
+    value = reading.value
+    if isinstance(value, bool | int | float):
+        return float(value)
+    return np.nan  # text tags cannot be windowed; they still reach sinks as readings
+
+
+class Runtime:
+    """Everything one config runs. Build it (validates models), then ``await run(stop)``."""
+
+    def __init__(self, cfg: AgentConfig, file: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.file = file
+        self.clock = clock
+        self.log = logs.get("runner")
+        self.slots = load_models(cfg, file)
+        self.pipelines = [Pipeline(p, self.slots.get(p.name)) for p in cfg.pipelines if p.enabled]
+        self.routes: dict[str, list[tuple[Pipeline, int]]] = {}
+        for pipe in self.pipelines:
+            for i, tag in enumerate(pipe.tags):
+                self.routes.setdefault(tag, []).append((pipe, i))
+        self.bus = Bus(cfg.bus.capacity, cfg.bus.overflow)
+        self.started_at = time.time()
+        self.info = {
+            "version": __version__,
+            "config_hash": config_hash(file) if Path(file).exists() else "",
+            "started_at": iso(self.started_at),
+        }
+        self.last_good: dict[str, float] = {}
+        self.sources: list[SourceRun] = []
+        self.sinks: list[SinkRun] = []
+        self.ready = asyncio.Event()  # set once sinks and sources are started
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
+        self._pending_readings: dict[str, list[Reading]] = {}
+        self._wants_readings = False
+
+    def _ctx(self, name: str, kind: str) -> PluginContext:
+        status = ComponentStatus(name=name, kind=kind)  # type: ignore[arg-type]
+        return PluginContext(
+            name=name,
+            agent_id=self.cfg.agent.id,
+            state_dir=self.cfg.agent.state_dir,
+            status=status,
+            log=logs.get(f"{kind}:{name}"),
+            info=self.info,
+        )
+
+    def _build(self) -> None:
+        self.cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
+        sinks, sources = registry("sink"), registry("source")
+        for sink_cfg in self.cfg.sinks:
+            if not sink_cfg.enabled:
+                continue
+            name = sink_cfg.name or sink_cfg.type
+            ctx = self._ctx(name, "sink")
+            outbox = open_outbox(
+                sink_cfg.outbox, self.cfg.agent.state_dir / f"outbox-{name}.sqlite", log=ctx.log
+            )
+            impl: Sink = sinks[sink_cfg.type].load()(sink_cfg, ctx)
+            self.sinks.append(SinkRun(sink_cfg, impl, ctx, outbox, frozenset(sink_cfg.kinds)))
+            self._wants_readings |= "readings" in sink_cfg.kinds
+        for source_cfg in self.cfg.sources:
+            if source_cfg.enabled:
+                ctx = self._ctx(source_cfg.name, "source")
+                source: Source = sources[source_cfg.type].load()(source_cfg, ctx)
+                self.sources.append(SourceRun(source_cfg, source, ctx))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set or every source has finished, then shut down in order."""
+        self._build()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                sink_tasks = [
+                    tg.create_task(self._supervised_sink(s), name=f"sink:{s.ctx.name}") for s in self.sinks
+                ]
+                pipes = tg.create_task(self._pipeline_loop(), name="pipelines")
+                housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
+                self._emit([self._status_message()])
+                source_tasks = [
+                    tg.create_task(self._supervised_source(s), name=f"source:{s.ctx.name}")
+                    for s in self.sources
+                ]
+                self.ready.set()
+                self.log.info(
+                    "started", sources=len(self.sources), pipelines=len(self.pipelines), sinks=len(self.sinks)
+                )
+                all_done: asyncio.Future[Any] = (
+                    asyncio.gather(*source_tasks) if source_tasks else asyncio.Future()
+                )
+                stop_wait: asyncio.Future[Any] = asyncio.create_task(stop.wait(), name="wait-for-stop")
+                await asyncio.wait([stop_wait, all_done], return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                reason = "signal" if stop.is_set() else "sources finished"
+                self.log.info("stopping", reason=reason)
+                for task in source_tasks:
+                    task.cancel()
+                await asyncio.gather(all_done, return_exceptions=True)
+                await self.bus.close()
+                await pipes
+                housekeeping.cancel()
+                self._emit([self._status_message()])
+                await self._flush(sink_tasks)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for sink in self.sinks:
+                sink.outbox.close()
+        self.log.info("stopped")
+
+    async def _supervised_source(self, run: SourceRun) -> None:
+        async def emit(readings: Any) -> None:
+            await self.bus.put(run.ctx.name, readings)
+
+        await supervise(lambda: run.impl.run(emit), run.ctx.status, run.ctx.log)
+
+    async def _supervised_sink(self, run: SinkRun) -> None:
+        await supervise(
+            lambda: deliver(run.impl, run.outbox, run.cfg.outbox.batch), run.ctx.status, run.ctx.log
+        )
+
+    async def _flush(self, sink_tasks: list[asyncio.Task[None]]) -> None:
+        deadline = time.monotonic() + self.cfg.agent.shutdown_timeout
+        while time.monotonic() < deadline:
+            waiting = [s for s in self.sinks if s.outbox.stats.depth and s.ctx.status.state is State.UP]
+            if not waiting:
+                break
+            await asyncio.sleep(0.05)
+        for task in sink_tasks:
+            task.cancel()
+        await asyncio.gather(*sink_tasks, return_exceptions=True)
+        for sink in self.sinks:
+            if sink.outbox.stats.depth:
+                kept = (
+                    "kept on disk for the next start" if sink.cfg.outbox.durable else "lost (memory outbox)"
+                )
+                self.log.warning(
+                    "undelivered at stop", sink=sink.ctx.name, messages=sink.outbox.stats.depth, fate=kept
+                )
+
+    def _emit(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        for sink in self.sinks:
+            wanted = [m for m in messages if m.kind.value in sink.kinds]
+            if wanted:
+                sink.outbox.append(wanted)
+
+    async def _pipeline_loop(self) -> None:
+        last_idle = 0.0
+        routes, last_good = self.routes, self.last_good
+        while True:
+            item = await self.bus.get(max_wait=0.5)
+            now = self.clock()
+            if item is not None:
+                source, readings = item
+                for r in readings:
+                    targets = routes.get(r.tag)
+                    value = _value(r)
+                    if value == value:
+                        last_good[r.tag] = r.ts
+                    if targets:
+                        for pipe, i in targets:
+                            pipe.windower.add(i, r.ts, value, now)
+                if self._wants_readings:
+                    self._pending_readings.setdefault(source, []).extend(readings)
+            elif self.bus.closed:
+                break
+            if now - last_idle >= 0.5:
+                last_idle = now
+                for pipe in self.pipelines:
+                    pipe.windower.idle(now)
+            for pipe in self.pipelines:
+                windows = pipe.windower.take()
+                if windows:
+                    self._emit(await self._score(pipe, pipe.featurize(windows)))
+        self._flush_readings()
+
+    async def _score(self, pipe: Pipeline, batch: Batch) -> list[Message]:
+        model = pipe.model
+        mask = batch.scorable
+        if model is None or not mask.any():
+            return pipe.conclude(batch, None, None)
+        loop = asyncio.get_running_loop()
+        try:
+            scores, contrib = await loop.run_in_executor(self._pool, model.score, batch.x[mask])
+        except Exception as exc:  # a model that fails at run time must not stop the pipeline
+            pipe.stats.skipped += int(mask.sum())
+            self.log.error("inference failed", pipeline=pipe.name, error=str(exc)[:200])
+            return pipe.conclude(batch, None, None)
+        return pipe.conclude(batch, scores, contrib)
+
+    def _flush_readings(self) -> None:
+        pending, self._pending_readings = self._pending_readings, {}
+        self._emit(
+            [
+                Message(
+                    Kind.READINGS,
+                    source,
+                    time.time(),
+                    {"source": source, "readings": [r.to_dict() for r in rs]},
+                )
+                for source, rs in pending.items()
+                if rs
+            ]
+        )
+
+    async def _housekeeping(self) -> None:
+        agent = self.cfg.agent
+        tick = min(agent.readings_interval, agent.status_interval, agent.model_check_interval, 1.0)
+        next_status = time.monotonic() + agent.status_interval
+        next_models = time.monotonic() + agent.model_check_interval
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            self._flush_readings()
+            if now >= next_models:
+                next_models = now + agent.model_check_interval
+                self.refresh_models()
+            if now >= next_status:
+                next_status = now + agent.status_interval
+                self._emit([self._status_message()])
+
+    def refresh_models(self) -> None:
+        """Swap in model files that changed and validate; keep the last good one otherwise."""
+        for pipe in self.pipelines:
+            if pipe.slot is None:
+                continue
+            change = pipe.slot.refresh()
+            if change is None:
+                continue
+            what, detail = change
+            if what == "swapped":
+                pipe.model_swapped()
+                self.log.info("model swapped", pipeline=pipe.name, model=detail)
+            else:
+                self.log.error(
+                    "new model refused, keeping the last good one",
+                    pipeline=pipe.name,
+                    model=pipe.slot.model.id,
+                    error=detail,
+                )
+
+    def _status_message(self) -> Message:
+        def component(s: ComponentStatus) -> dict[str, Any]:
+            return {
+                "state": s.state.value,
+                "since": iso(s.since),
+                "failures": s.failures,
+                "error": s.last_error,
+            }
+
+        payload = {
+            "state": "online",
+            **self.info,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "sources": {s.ctx.name: component(s.ctx.status) for s in self.sources},
+            "sinks": {s.ctx.name: component(s.ctx.status) for s in self.sinks},
+            "pipelines": {
+                p.name: {
+                    **vars(p.stats),
+                    "alert_open": bool(p.alert and p.alert.open),
+                    "model": p.model.id if p.model else None,
+                }
+                for p in self.pipelines
+            },
+            "bus": vars(self.bus.stats),
+            "outbox": {s.ctx.name: s.outbox.stats.as_dict() for s in self.sinks},
+        }
+        return Message(Kind.STATUS, "agent", time.time(), payload)
+
+
+async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Run ``runtime``; SIGTERM and SIGINT set ``stop``."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
