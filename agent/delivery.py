@@ -1,45 +1,62 @@
-"""The delivery transaction between one outbox and one sink: take a batch, publish, then ack or keep."""
+"""The delivery transaction between one outbox and one sink: take a batch, publish, then ack or keep.
+
+The runner runs ``supervise(lambda: deliver(sink, outbox, batch), status, log)``: the supervisor is the one
+owner of reconnects. ``deliver`` connects the sink, then loops take -> publish -> ack. A sink whose
+``publish`` may run concurrently (the MQTT sink: the broker acknowledges in order) sets an integer
+attribute ``window`` > 1, and that many batches are in flight at once, which hides the round trip of the
+last acknowledgement of each batch.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import asyncio
+from collections.abc import Sequence
 
 from agent.errors import TransientError
+from agent.outbox import Outbox
 from agent.plugin import Sink
 from agent.records import Envelope, Message
 
-
-class Outbox(Protocol):
-    """See ``agent.outbox`` for the contract."""
-
-    def append(self, messages: Any) -> None: ...
-    async def take(self, n: int, timeout: float) -> list[Envelope]: ...
-    def ack(self, envelopes: Any) -> None: ...
-    def release(self) -> None: ...
-    def close(self) -> None: ...
+__all__ = ["Outbox", "accepts", "deliver"]
 
 
 async def deliver(sink: Sink, outbox: Outbox, batch_size: int) -> None:
     """Connect ``sink`` and deliver from ``outbox`` until cancelled.
 
-    Raises TransientError when the sink loses its connection; what was taken but not acked stays in
-    the outbox and is resent, oldest first, after the supervisor reconnects.
+    Raises:
+        TransientError: the sink lost its connection; what was taken but not acked stays in the
+            outbox and is resent, oldest first, after the supervisor reconnects.
+        FatalError: from ``sink.__aenter__`` or ``sink.publish`` (credentials, certificates).
     """
-    outbox.release()
+    outbox.release()  # resend whatever a previous connection left unacknowledged
+    window = max(1, sink.window)
     async with sink:
         sink.ctx.mark_up()
-        while True:
-            batch = await outbox.take(batch_size, timeout=1.0)
-            if not batch:
-                if not sink.connected:
-                    raise TransientError("connection lost while idle")
-                continue
-            try:
-                await sink.publish(batch)
-            except BaseException:
-                outbox.release()
-                raise
-            outbox.ack(batch)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                slots = asyncio.Semaphore(window)
+                while True:
+                    await slots.acquire()
+                    batch = await outbox.take(batch_size, timeout=1.0)
+                    if not batch:
+                        slots.release()
+                        if not sink.connected:
+                            raise TransientError("connection lost while idle")
+                        continue
+                    tasks.create_task(_publish(sink, outbox, batch, slots), name=f"publish-{sink.ctx.name}")
+        except BaseExceptionGroup as group:
+            outbox.release()
+            # The first failure is the story; the others are the same outage seen by later batches.
+            raise group.exceptions[0] from None
+        except BaseException:
+            outbox.release()
+            raise
+
+
+async def _publish(sink: Sink, outbox: Outbox, batch: Sequence[Envelope], slots: asyncio.Semaphore) -> None:
+    await sink.publish(batch)
+    outbox.ack(batch)
+    slots.release()
 
 
 def accepts(kinds: list[str], message: Message) -> bool:

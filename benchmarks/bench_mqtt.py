@@ -1,0 +1,237 @@
+"""Messages/s through the durable outbox + MQTT sink against raw paho, same payloads, same broker, same run.
+
+Usage: ``python benchmarks/bench_mqtt.py [--quick] [--messages N]``
+
+Starts its own mosquitto (``tests.mosquitto``) on a free port. For each QoS it publishes N feature
+messages (~400 bytes of JSON each):
+
+* raw paho: ``json.dumps`` + ``client.publish`` for every message, then wait for every on_publish
+  (PUBACK at QoS 1), with the same in-flight window as the sink (1000);
+* edge-agent: ``outbox.append`` in steps of 200 (as the runner does), the supervised delivery loop takes
+  batches of 200, publishes them, waits for the PUBACKs and acks them in the SQLite outbox (fsync=append).
+
+Then the outbox alone: append rate per fsync policy, and replay rate of a backlog after a reopen, unpaced
+and paced at the default ``replay_rate``. CPU is process CPU time (all threads) over wall time; RSS is the
+resident set at the end of each case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import paho.mqtt.client as mqtt
+
+from agent.delivery import deliver
+from agent.envelope import dumps, wire
+from agent.outbox import MemoryOutbox
+from agent.outbox_sqlite import SqliteOutbox
+from agent.plugin import ComponentStatus, PluginContext, State
+from agent.records import Envelope, Kind, Message
+from agent.supervise import Backoff, supervise
+from plugins.mqtt.config import MqttSinkConfig
+from plugins.mqtt.sink import MqttSink
+from tests.mosquitto import Mosquitto, eventually
+
+STEP = 200
+
+
+def message(n: int) -> Message:
+    payload = {
+        "pipeline": "press7",
+        "window": {"start": 1_700_000_000.0 + n, "end": 1_700_000_010.0 + n},
+        "coverage": 1.0,
+        "status": "scored",
+        "reason": None,
+        "features": {f"tag{i}.{f}": 0.123456 * (i + n) for i in range(4) for f in ("mean", "rms", "p2p")},
+        "score": 0.4213,
+        "model": "press7-v3",
+    }
+    return Message(Kind.FEATURES, "press7", 1_700_000_010.0 + n, payload)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Meter:
+    def __enter__(self) -> Meter:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.rss = rss_mb()
+
+
+def raw_paho(port: int, messages: list[Message], qos: int) -> Meter:
+    done = threading.Event()
+    acked = 0
+
+    def on_publish(*_: Any) -> None:
+        nonlocal acked
+        acked += 1
+        if acked == len(messages):
+            done.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-raw")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    topic = "bench/raw/features/press7"
+    with Meter() as meter:
+        for n, m in enumerate(messages):
+            client.publish(topic, dumps(wire(Envelope(n, n + 1, m), "bench")).encode(), qos)
+        assert done.wait(120), f"raw paho: {acked} of {len(messages)} acknowledged"
+    client.disconnect()
+    client.loop_stop()
+    return meter
+
+
+def make_sink(port: int, folder: Path, qos: int) -> MqttSink:
+    cfg = MqttSinkConfig(type="mqtt", host="127.0.0.1", port=port, prefix="bench", qos={"features": qos})
+    ctx = PluginContext("mqtt", "bench", folder, ComponentStatus("mqtt", "sink"))
+    ctx.log = _quiet
+    return MqttSink(cfg, ctx)
+
+
+class _Quiet:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: None
+
+
+_quiet = _Quiet()
+
+
+async def through_agent(port: int, messages: list[Message], qos: int, folder: Path) -> Meter:
+    outbox = SqliteOutbox(folder / f"outbox-q{qos}.sqlite", 2**30, log=_quiet)
+    sink = make_sink(port, folder, qos)
+    task = asyncio.create_task(
+        supervise(lambda: deliver(sink, outbox, STEP), sink.ctx.status, _quiet, Backoff(0.05, 0.5)),
+        name="deliver",
+    )
+    await eventually(lambda: sink.ctx.status.state is State.UP, what="a connection")
+    with Meter() as meter:
+        for i in range(0, len(messages), STEP):
+            outbox.append(messages[i : i + STEP])
+            await asyncio.sleep(0)
+        await eventually(lambda: outbox.stats.acked >= len(messages), within=300, what="every ack")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    outbox.close()
+    return meter
+
+
+def append_rate(messages: list[Message], folder: Path, fsync: str | None, per_call: int) -> float:
+    box = (
+        MemoryOutbox(2**30)
+        if fsync is None
+        else SqliteOutbox(folder / f"a-{fsync}-{per_call}.sqlite", 2**30, fsync=fsync)
+    )
+    with Meter() as meter:
+        for i in range(0, len(messages), per_call):
+            box.append(messages[i : i + per_call])
+    box.close()
+    return len(messages) / meter.wall
+
+
+async def replay(
+    port: int, messages: list[Message], folder: Path, rate: float, seconds: float | None
+) -> tuple[float, Meter]:
+    path = folder / f"replay-{rate}.sqlite"
+    box = SqliteOutbox(path, 2**30, log=_quiet)
+    for i in range(0, len(messages), 1000):
+        box.append(messages[i : i + 1000])
+    box.close()
+    box = SqliteOutbox(path, 2**30, replay_rate=rate, log=_quiet)  # a restart: all of it is backlog
+    sink = make_sink(port, folder, 1)
+    task = asyncio.create_task(
+        supervise(lambda: deliver(sink, box, STEP), sink.ctx.status, _quiet, Backoff(0.05, 0.5)),
+        name="replay",
+    )
+    with Meter() as meter:
+        if seconds is None:
+            await eventually(lambda: box.stats.acked >= len(messages), within=300, what="the whole backlog")
+        else:
+            await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    sent = box.stats.acked
+    box.close()
+    return sent / meter.wall, meter
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer messages and rounds: under a minute")
+    parser.add_argument("--messages", type=int, default=None)
+    args = parser.parse_args()
+    n = args.messages or (10_000 if args.quick else 50_000)
+    rounds = 1 if args.quick else 3
+    messages = [message(i) for i in range(n)]
+    folder = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
+    broker = Mosquitto(folder / "mosquitto")
+    broker.start()
+    try:
+        print(
+            f"# {n} feature messages of {len(dumps(wire(Envelope(0, 1, messages[0]), 'bench')))} bytes, {rounds} round(s), median"
+        )
+        print(f"{'case':44} {'msg/s':>10} {'ratio':>7} {'CPU %':>7} {'RSS MB':>7}")
+        for qos in (0, 1):
+            raw: list[Meter] = []
+            ours: list[Meter] = []
+            for r in range(rounds):
+                raw.append(await asyncio.to_thread(raw_paho, broker.port, messages, qos))
+                ours.append(await through_agent(broker.port, messages, qos, folder / f"r{r}"))
+            raw_rate = statistics.median(n / m.wall for m in raw)
+            our_rate = statistics.median(n / m.wall for m in ours)
+            for name, rate, ms in (
+                ("raw paho", raw_rate, raw),
+                ("outbox (SQLite, fsync=append) + sink", our_rate, ours),
+            ):
+                cpu = statistics.median(100 * m.cpu / m.wall for m in ms)
+                print(
+                    f"{f'QoS {qos} {name}':44} {rate:10.0f} {rate / raw_rate:7.2f} {cpu:7.0f} {ms[-1].rss:7.0f}"
+                )
+        base = append_rate(messages, folder, None, STEP)
+        print(f"{'append, memory outbox, 200/call':44} {base:10.0f} {1.0:7.2f}")
+        for fsync in ("never", "append", "always"):
+            for per_call in (STEP, 1):
+                if per_call == 1 and fsync == "never":
+                    continue
+                count = messages if per_call == STEP else messages[: min(n, 2000)]
+                rate = append_rate(count, folder, fsync, per_call)
+                print(
+                    f"{f'append, SQLite fsync={fsync}, {per_call}/call':44} {rate:10.0f} {rate / base:7.2f}"
+                )
+        unpaced, meter = await replay(broker.port, messages, folder, 1e9, None)
+        print(
+            f"{'replay after restart, unpaced':44} {unpaced:10.0f} {'':7} {100 * meter.cpu / meter.wall:7.0f} {meter.rss:7.0f}"
+        )
+        paced, meter = await replay(broker.port, messages, folder, 2000.0, 3.0 if args.quick else 5.0)
+        print(
+            f"{'replay after restart, replay_rate=2000':44} {paced:10.0f} {'':7} {100 * meter.cpu / meter.wall:7.0f} {meter.rss:7.0f}"
+        )
+    finally:
+        broker.kill()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,96 @@
+"""Config of the MQTT sink: broker, session, TLS, credentials, topics and QoS per message kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from agent.configbase import Duration, Model, SinkConfig
+
+QoS = Literal[0, 1, 2]
+
+
+class QosConfig(Model):
+    """MQTT QoS per message kind. Only QoS >= 1 is acknowledged by the broker, so only QoS >= 1 is
+    durable: a QoS 0 message counts as delivered once written to the socket."""
+
+    alert: QoS = Field(default=1, description="QoS of alerts.")
+    status: QoS = Field(default=1, description="QoS of status messages (birth and will included).")
+    features: QoS = Field(default=1, description="QoS of feature vectors and scores; 1 keeps them durable.")
+    readings: QoS = Field(
+        default=0, description="QoS of forwarded raw readings (`kinds` must list readings)."
+    )
+
+
+class MqttSinkConfig(SinkConfig):
+    """Publishes alerts, status, features and optionally raw readings to one MQTT broker."""
+
+    type: Literal["mqtt"]
+    host: str = Field(default="localhost", description="Broker host name or address.")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Broker port; 1883, or 8883 with TLS, when not set."
+    )
+    protocol: Literal["3.1.1", "5"] = Field(default="3.1.1", description="MQTT protocol version.")
+    client_id: str | None = Field(
+        default=None, max_length=128, description="MQTT client id; `edge-agent-{agent_id}` when not set."
+    )
+    keepalive: Duration = Field(
+        default=30.0,
+        ge=5,
+        le=65535,
+        description="Keepalive: a silent broker is declared lost after 1.5x this.",
+    )
+    connect_timeout: Duration = Field(default=10.0, gt=0, description="Most time for TCP, TLS and CONNACK.")
+    ack_timeout: Duration = Field(
+        default=30.0, gt=0, description="Most time a batch waits for its acknowledgements before a reconnect."
+    )
+    clean_start: bool = Field(
+        default=True, description="Start a fresh session on each connect (MQTT 3.1.1: clean session)."
+    )
+    session_expiry: Duration = Field(
+        default=0.0, ge=0, description="MQTT 5: seconds the broker keeps the session after a disconnect."
+    )
+    max_inflight: int = Field(
+        default=1000, ge=1, le=65535, description="Most QoS>=1 messages sent and not yet acknowledged."
+    )
+    username: str | None = Field(default=None, description="User name for the broker.")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Password; prefer `password_file` (a systemd credential or container secret).",
+    )
+    tls: bool = Field(default=False, description="Use TLS; implied by `tls_ca_file` or `tls_cert_file`.")
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle that signs the broker's certificate; the system CAs when not set.",
+    )
+    tls_cert_file: Path | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    tls_key_file: Path | None = Field(
+        default=None, description="Private key (PEM) of the client certificate."
+    )
+    tls_insecure_skip_verify: bool = Field(
+        default=False,
+        description="Accept any broker certificate and host name. Only for a lab: it allows interception.",
+    )
+    prefix: str = Field(
+        default="edge",
+        pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$",
+        description="Topic prefix (UNS style, e.g. `factory/gumi/line1`); topics are `{prefix}/{agent_id}/...`.",
+    )
+    retain_status: bool = Field(default=True, description="Publish status (birth, will, updates) retained.")
+    qos: QosConfig = Field(default_factory=QosConfig, description="QoS per message kind.")
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttSinkConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("mutual TLS needs both tls_cert_file and tls_key_file")
+        if self.tls_ca_file is not None or self.tls_cert_file is not None:
+            object.__setattr__(self, "tls", True)
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
+
+    @property
+    def broker_port(self) -> int:
+        return self.port if self.port is not None else (8883 if self.tls else 1883)

@@ -1,0 +1,72 @@
+"""Topics and JSON payloads of the MQTT sink.
+
+Every payload is the message's own body plus the envelope fields, first in the object:
+``schema`` (``edge-agent/<kind>/1``), ``agent``, ``seq`` (per topic, +1 each, durable across restarts),
+``ts`` (ISO-8601 UTC, milliseconds), ``ts_ms`` (epoch milliseconds) and ``replayed``. The JSON Schema of
+each kind is in ``agent/schemas/<kind>.schema.json``. Birth and last-will messages on the status topic
+come from the sink, not from the outbox, and carry no ``seq``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.envelope import SCHEMA_VERSION, dumps, iso
+from agent.records import Envelope, Kind
+
+_LEVEL = {Kind.ALERT: "alerts", Kind.FEATURES: "features", Kind.READINGS: "readings"}
+
+
+class Topics:
+    """The topic tree of one agent: ``{prefix}/{agent_id}/status|alerts/{key}|features/{key}|readings/{key}``."""
+
+    def __init__(self, prefix: str, agent_id: str) -> None:
+        self.base = f"{prefix}/{agent_id}"
+        self.status = f"{self.base}/status"
+
+    def for_message(self, kind: Kind, key: str) -> str:
+        if kind is Kind.STATUS:
+            return self.status
+        return f"{self.base}/{_LEVEL[kind]}/{key}"
+
+
+class Encoder:
+    """Turns envelopes into payload bytes, the same JSON as ``agent.envelope.wire`` (NaN becomes null).
+
+    Built once per sink: it caches the constant head of each kind and splices the payload's own JSON
+    after the envelope fields instead of building a merged dict per message.
+    """
+
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+        agent = json.dumps(agent_id)
+        self._heads = {
+            kind: f'{{"schema":"edge-agent/{kind.value}/{SCHEMA_VERSION}","agent":{agent}' for kind in Kind
+        }
+        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+    def encode(self, envelope: Envelope) -> bytes:
+        message = envelope.message
+        try:
+            body = self._dumps(message.payload)
+        except ValueError:  # NaN or infinity somewhere: JSON has none, they become null
+            body = dumps(message.payload)
+        head = (
+            f'{self._heads[message.kind]},"seq":{envelope.seq},"ts":"{iso(message.ts)}",'
+            f'"ts_ms":{round(message.ts * 1000)},"replayed":{"true" if envelope.replayed else "false"}'
+        )
+        return (head + ("," + body[1:] if len(body) > 2 else "}")).encode()
+
+    def presence(self, state: str, ts: float, info: dict[str, Any] | None = None) -> bytes:
+        """A birth (``online``, with version, config_hash and started_at) or will (``offline``) status."""
+        body: dict[str, Any] = {
+            "schema": f"edge-agent/status/{SCHEMA_VERSION}",
+            "agent": self.agent_id,
+            "ts": iso(ts),
+            "ts_ms": round(ts * 1000),
+            "state": state,
+        }
+        if info:
+            body.update({k: info[k] for k in ("version", "config_hash", "started_at") if k in info})
+        return self._dumps(body).encode()
