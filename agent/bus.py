@@ -1,6 +1,7 @@
 """The bounded queue between sources and pipelines, with a named overflow policy.
 
-Items are batches of readings from one source. ``drop_oldest`` (the default) keeps the freshest data
+Items are batches of readings from one source; the capacity counts readings, so its memory is bounded
+whatever the batch sizes (about 100 bytes a reading). ``drop_oldest`` (the default) keeps the freshest data
 when pipelines fall behind; ``drop_newest`` keeps the backlog; ``block`` makes sources wait (a replay
 uses it to process a file completely). Drops are counted, never silent.
 """
@@ -21,8 +22,8 @@ Item = tuple[str, Sequence[Reading]]
 
 @dataclass
 class BusStats:
-    capacity: int
-    depth: int = 0
+    capacity: int  # readings
+    depth: int = 0  # batches waiting
     batches: int = 0
     readings: int = 0
     dropped_batches: int = 0
@@ -30,12 +31,17 @@ class BusStats:
 
 
 class Bus:
-    """A bounded FIFO of (source, readings) batches; ``get`` returns None once closed and drained."""
+    """A FIFO of (source, readings) batches holding at most ``capacity`` readings.
+
+    ``get`` returns None once closed and drained. A single batch larger than the capacity is still
+    accepted when the bus is empty, so a source with a big poll is never starved.
+    """
 
     def __init__(self, capacity: int, policy: Policy) -> None:
         self.policy = policy
         self._items: deque[Item] = deque()
         self._capacity = capacity
+        self._held = 0
         self._changed = asyncio.Condition()
         self._closed = False
         self.stats = BusStats(capacity=capacity)
@@ -43,17 +49,23 @@ class Bus:
     async def put(self, source: str, readings: Sequence[Reading]) -> None:
         if not readings or self._closed:
             return
+        n = len(readings)
         async with self._changed:
-            if len(self._items) >= self._capacity:
+            if self._held + n > self._capacity and self._items:
                 if self.policy == "block":
-                    await self._changed.wait_for(lambda: len(self._items) < self._capacity or self._closed)
+                    await self._changed.wait_for(
+                        lambda: self._held + n <= self._capacity or not self._items or self._closed
+                    )
                 elif self.policy == "drop_newest":
                     self._drop(readings)
                     return
                 else:
-                    _, old = self._items.popleft()
-                    self._drop(old)
+                    while self._items and self._held + n > self._capacity:
+                        _, old = self._items.popleft()
+                        self._held -= len(old)
+                        self._drop(old)
             self._items.append((source, readings))
+            self._held += n
             self.stats.batches += 1
             self.stats.readings += len(readings)
             self.stats.depth = len(self._items)
@@ -76,6 +88,7 @@ class Bus:
             if not self._items:
                 return None
             item = self._items.popleft()
+            self._held -= len(item[1])
             self.stats.depth = len(self._items)
             self._changed.notify_all()
             return item

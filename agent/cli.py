@@ -208,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `edge-agent schema | head`
+        sys.stderr.close()
+        return 0
     return code
 
 

@@ -13,10 +13,12 @@ Definitions (population statistics over the good values of the window; t in seco
 | rms       | sqrt(mean(x^2))                                             |
 | p2p       | max - min (peak to peak)                                    |
 | slope     | least-squares slope against time, units per second          |
-| skewness  | m3 / m2^1.5; 0 when the window is constant                  |
-| kurtosis  | excess kurtosis m4 / m2^2 - 3; 0 when the window is constant |
+| skewness  | m3 / m2^1.5; 0 when the window is constant (*)              |
+| kurtosis  | excess kurtosis m4 / m2^2 - 3; 0 when constant (*)          |
 | crest     | max(abs(x)) / rms; 0 when rms is 0                          |
 | last      | the last good value                                         |
+
+(*) constant: variance m2 <= 1e-150, or m2 <= 1e-24 * mean^2 (float rounding noise).
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def compute(values: np.ndarray, times: np.ndarray, features: Sequence[str]) -> n
             tdev = np.where(valid, t - tmean, 0.0)
             sxx = (tdev**2).sum(axis=0)
             out["slope"] = np.where(sxx > 0, (tdev * dev).sum(axis=0) / sxx, np.where(has, 0.0, np.nan))
-        flat = m2 > 0
+        # Numerically constant: tiny variance, absolute or relative to the mean (m2**2 would underflow).
+        flat = (m2 > 1e-150) & (m2 > 1e-24 * mean**2)
         if "skewness" in wanted:
             m3 = (dev**3).sum(axis=0) / count
             out["skewness"] = np.where(flat, m3 / m2**1.5, np.where(has, 0.0, np.nan))

@@ -55,7 +55,7 @@ class AgentSection(Model):
 class BusConfig(Model):
     """``[bus]``: the bounded queue between sources and pipelines."""
 
-    capacity: int = Field(default=2000, ge=1, description="Most batches of readings held.")
+    capacity: int = Field(default=100_000, ge=1, description="Most readings held (about 100 bytes each).")
     overflow: Literal["drop_oldest", "drop_newest", "block"] = Field(
         default="drop_oldest",
         description="When full: drop the oldest batch, drop the new one, or make sources wait.",

@@ -129,6 +129,9 @@ class Sink(abc.ABC):
         reconnect through the supervisor.
     """
 
+    window: int = 1
+    """How many batches may be in flight at once (MQTT sets 2 to hide the PUBACK round trip)."""
+
     def __init__(self, config: SinkConfig, ctx: PluginContext) -> None:
         self.config = config
         self.ctx = ctx

@@ -163,10 +163,9 @@ class Runtime:
                 self.log.info(
                     "started", sources=len(self.sources), pipelines=len(self.pipelines), sinks=len(self.sinks)
                 )
-                all_done: asyncio.Future[Any] = (
-                    asyncio.gather(*source_tasks) if source_tasks else asyncio.Future()
-                )
-                stop_wait: asyncio.Future[Any] = asyncio.create_task(stop.wait(), name="wait-for-stop")
+                stop_wait = asyncio.create_task(stop.wait(), name="wait-for-stop")
+                # With no sources there is nothing to finish: run until told to stop.
+                all_done: asyncio.Future[Any] = asyncio.gather(*source_tasks) if source_tasks else stop_wait
                 await asyncio.wait([stop_wait, all_done], return_when=asyncio.FIRST_COMPLETED)
                 stop_wait.cancel()
                 reason = "signal" if stop.is_set() else "sources finished"

@@ -86,4 +86,8 @@ async def supervise(
                     log.error("failed, needs attention" if fatal else "connection lost", **fields)
                 else:
                     log.exception("crashed", **fields)
+        try:
             await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            status.set(State.STOPPED)
+            raise

@@ -1,0 +1,50 @@
+"""Alert hysteresis and explanations, fed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.alerts import AlertState, Normal, Transition, explain
+
+
+def run(state: AlertState, scores: list[float]) -> list[tuple[int, Transition]]:
+    return [(i, t) for i, s in enumerate(scores) if (t := state.update(s)) is not None]
+
+
+def test_raises_after_n_consecutive_windows_and_clears_after_m_below_the_clear_threshold() -> None:
+    state = AlertState(threshold=1.0, clear_threshold=0.5, raise_after=3, clear_after=2)
+    scores = [0.2, 1.5, 1.6, 0.3, 1.2, 1.3, 1.4, 0.8, 0.7, 0.4, 0.45, 0.1]
+    assert run(state, scores) == [(6, Transition.RAISED), (10, Transition.CLEARED)]
+
+
+def test_a_noisy_score_around_the_threshold_does_not_flap() -> None:
+    state = AlertState(threshold=1.0, clear_threshold=0.7, raise_after=2, clear_after=2)
+    rng = np.random.default_rng(1)
+    scores = [1.2, 1.2, *(0.95 + rng.uniform(-0.2, 0.2, 200))]
+    transitions = run(state, scores)
+    assert transitions == [(1, Transition.RAISED)]
+
+
+def test_explanation_names_top_features_and_how_far_from_normal() -> None:
+    names = ["bearing_temp.mean", "vibration.rms", "flow.mean"]
+    values = np.array([58.0, 2.0, 10.0])
+    normal = Normal(
+        center=np.array([45.0, 1.0, 10.0]),
+        scale=np.array([3.0, 0.25, 1.0]),
+        low=np.array([40.0, 0.5, 8.0]),
+        high=np.array([50.0, 1.5, 12.0]),
+    )
+    top, summary = explain(names, values, np.array([0.5, 0.4, 0.0]), normal, top=2)
+    assert [t["tag"] for t in top] == ["bearing_temp", "vibration"]
+    assert top[0]["z"] == pytest.approx(13.0 / 3.0, abs=1e-6) and top[0]["normal"] == [40.0, 50.0]
+    assert "bearing_temp.mean 4.3 sigma above normal" in summary
+    assert "vibration.rms 4.0 sigma above normal" in summary
+
+
+def test_without_contributions_features_are_ranked_by_distance_from_normal() -> None:
+    top, _ = explain(
+        ["a.mean", "b.mean"], np.array([1.0, -9.0]), None, Normal(np.zeros(2), np.ones(2)), top=1
+    )
+    assert top[0]["feature"] == "b.mean"
+    assert top[0]["z"] == -9.0
