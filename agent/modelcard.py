@@ -1,0 +1,156 @@
+"""The model card: what a trained model learned, for the people who will act on its alerts.
+
+``render_card`` writes markdown (feature table with the normal band, the threshold rule, training span,
+data hash, components kept, how the training windows scored). ``render_png`` draws the training score
+histogram with the threshold and each feature's normal band, and only when matplotlib is installed
+(``pip install 'edge-agent[plot]'``); without it the card says so and training goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.train import KIND, RobustPCA
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _num(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def render_card(
+    model: RobustPCA,
+    train_scores: NDArray[np.floating],
+    *,
+    title: str = "edge-agent model of normal",
+    window: Mapping[str, Any] | None = None,
+    span: tuple[float, float] | None = None,
+    data_hash: str = "",
+    model_file: str | None = None,
+    png_file: str | None = None,
+) -> str:
+    """Markdown describing ``model``; ``train_scores`` are its scores on the training windows."""
+    opts = model.options
+    scores = np.asarray(train_scores, dtype=np.float64)
+    over = float(np.mean(scores >= model.threshold)) if scores.size else 0.0
+    p50, p99, pmax = (float(v) for v in np.quantile(scores, [0.5, 0.99, 1.0])) if scores.size else (0, 0, 0)
+    lines = [f"# {title}", ""]
+    if model_file:
+        lines += [f"Model file: `{model_file}` (ONNX, kind `{KIND}`)", ""]
+    lines += [
+        "## Training",
+        "",
+        "| item | value |",
+        "|---|---|",
+        f"| training windows | {model.n_train} |",
+        f"| training span | {f'{_when(span[0])} to {_when(span[1])}' if span else 'not recorded'} |",
+        f"| data hash (sha256) | `{data_hash or 'not recorded'}` |",
+        f"| window | `{dict(window or {})}` |",
+        f"| features | {len(model.names)} |",
+        f"| principal components kept | {model.n_components} ({model.explained:.1%} of the variance) |",
+        f"| T² limit / Q limit | {_num(model.t2_limit)} / {_num(model.q_limit)} |",
+        "",
+        "## Threshold rule",
+        "",
+        f"`score = max(T² / T²_lim, Q / Q_lim)`. T² measures how unusual a window is *within* the learned "
+        "correlations (everything high together); Q measures how much it *breaks* them (one signal "
+        f"moving without the others). Each limit is {opts.margin} x the {opts.quantile:.1%} quantile of "
+        "that statistic over the training windows, each window scored by a model fitted without it "
+        "(5 contiguous folds). An alert is raised at score >= "
+        f"**{model.threshold:g}** and cleared below **{model.clear_threshold:g}**.",
+        "",
+        f"On its own training windows the score has median {p50:.3f}, 99th percentile {p99:.3f} and "
+        f"maximum {pmax:.3f}; {over:.2%} of them reach the threshold.",
+        "",
+        "## Normal range of each feature",
+        "",
+        f"Center is the training median; scale is a robust sigma (IQR / 1.349). The normal band is "
+        f"center ± {opts.normal_sigmas:g} x scale; alerts say how many sigmas outside it a feature is.",
+        "",
+        "| feature | center | scale | normal low | normal high |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for i, name in enumerate(model.names):
+        lines.append(
+            f"| `{name}` | {_num(model.center[i])} | {_num(model.scale[i])} | "
+            f"{_num(model.normal_low[i])} | {_num(model.normal_high[i])} |"
+        )
+    lines.append("")
+    if png_file:
+        lines += [f"![training scores and normal bands]({png_file})", ""]
+    else:
+        lines += ["(No picture: install the plotting extra, `pip install 'edge-agent[plot]'`.)", ""]
+    return "\n".join(lines)
+
+
+def plotting_available() -> bool:
+    """Whether matplotlib can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def render_png(
+    model: RobustPCA, train_scores: NDArray[np.floating], train_x: NDArray[np.floating]
+) -> bytes | None:
+    """PNG bytes: score histogram with the threshold, and each feature's training values in its normal band.
+
+    Returns ``None`` when matplotlib is not installed.
+    """
+    if not plotting_available():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a gateway; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(train_x, dtype=np.float64)
+    n_feat = len(model.names)
+    fig, axes = plt.subplots(
+        2, 1, figsize=(9, 3.5 + 0.32 * n_feat), gridspec_kw={"height_ratios": [3, max(3, 0.32 * n_feat)]}
+    )
+    hist, bands = axes
+    scores = np.asarray(train_scores, dtype=np.float64)
+    hist.hist(scores, bins=60, color="#4c72b0")
+    hist.axvline(model.threshold, color="#c44e52", label=f"alert threshold {model.threshold:g}")
+    hist.axvline(model.clear_threshold, color="#dd8452", linestyle="--", label="clear threshold")
+    hist.set_xlabel("anomaly score on training windows")
+    hist.set_ylabel("windows")
+    hist.legend()
+    # Every feature on one axis in robust sigmas, so bands of different units compare.
+    z = (x - model.center) / model.scale
+    sig = model.options.normal_sigmas
+    for i in range(n_feat):
+        col = z[:, i][np.isfinite(z[:, i])]
+        lo, hi = np.quantile(col, [0.005, 0.995]) if col.size else (0.0, 0.0)
+        bands.plot([lo, hi], [i, i], color="#4c72b0", linewidth=4, solid_capstyle="butt")
+    bands.axvspan(-sig, sig, color="#55a868", alpha=0.2, label=f"normal band (±{sig:g} sigma)")
+    bands.set_yticks(range(n_feat), list(model.names), fontsize=8)
+    bands.invert_yaxis()
+    bands.set_xlabel("training values, 0.5-99.5% range, in robust sigmas from the center")
+    bands.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write the card atomically (same rule as the model file)."""
+    from agent.onnx_export import write_atomic
+
+    return write_atomic(path, text.encode("utf-8"))

@@ -1,0 +1,366 @@
+"""Learn what normal looks like: a robust-scaled PCA with Hotelling T² and Q (SPE) statistics.
+
+Pure numpy, no clock, no I/O. ``fit(X, names)`` takes a matrix of feature vectors recorded while the
+machine ran normally (one row per window, one column per ``<tag>.<feature>``, NaN where a value was
+missing) and returns a ``RobustPCA`` whose ``score(X)`` gives one anomaly score per row and the share
+of each feature in it. ``agent.onnx_export`` turns the same model into an ONNX graph.
+
+The rules, in the order they are applied:
+
+* **Scaling.** ``center`` = median; ``scale`` = IQR / 1.349 (the standard deviation for Gaussian data,
+  but blind to outliers). When the IQR is zero (a feature that is mostly one value) the standard
+  deviation is used instead, and every scale is floored at ``max(1e-3 * |center|, 1e-6)`` so a constant
+  feature (a setpoint) does not turn a rounding error into a thousand-sigma alert; a real change of
+  such a feature still scores high, as it should. ``z = (x - center) / scale``; NaN becomes ``z = 0``.
+* **Components.** Principal components of ``z`` (second moment about the median, rows winsorised at
+  ±6 sigma so a few bad windows do not tilt the axes): the fewest explaining ``variance`` (95%) of the
+  variance, at most ``max_components`` and at most ``F - 1`` so the residual space Q watches is never
+  empty.
+* **Statistics.** T² = sum over kept components of ``t_j² / λ_j`` (unusual *within* the learned
+  correlations: everything hot together); Q = squared residual off the component plane (the learned
+  correlations are *broken*: flow fell while speed held).
+* **Limits and the score.** Each statistic's limit is ``margin`` (1.25) times its ``quantile`` (99.5th
+  percentile) on training windows scored *out of fold* (5 contiguous folds, each scored by a model fitted
+  on the other four), so the limits are the ones new data meets, not the optimistic in-sample ones, and
+  need no Gaussian assumption. ``score = max(T² / T²_lim, Q / Q_lim)``: the alert threshold is exactly
+  1.0 ("one of the two statistics is 25% beyond what normal reached 199 times in 200"), and it clears
+  below ``clear_threshold`` (0.8). Max rather than a sum keeps the meaning of 1.0 plain and lets either
+  kind of anomaly alert alone.
+* **Contributions.** T² splits exactly into non-negative per-feature parts ``((P Λ^-½ Pᵀ) z)_f²``, Q into
+  ``r_f²``. Each is divided by its limit, summed, and normalised to shares summing to 1 per row, so an
+  alert names the features that carry the anomaly.
+* **Normal range.** ``center ± normal_sigmas * scale`` (3 robust sigmas). Alerts say how far outside it
+  a feature is in robust sigmas, ``(x - center) / scale``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.errors import ModelError
+
+KIND = "robust-pca-t2q"
+IQR_TO_SIGMA = 1.349  # IQR of a standard normal
+SCALE_FLOOR_REL = 1e-3
+SCALE_FLOOR_ABS = 1e-6
+STAT_FLOOR = 1e-3  # in sigma², so float32 rounding of a zero residual can never reach a limit
+WINSOR_SIGMAS = 6.0
+MIN_ROWS = 20
+FOLDS = 5
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Knobs of ``fit``; the defaults are the documented rule and suit most machines.
+
+    Attributes:
+        variance: fraction of the variance the kept components must explain.
+        max_components: cap on kept components.
+        quantile: training quantile of each statistic its limit starts from.
+        margin: factor on that quantile; the limit is ``margin * quantile``.
+        clear_threshold: an alert clears once the score falls below this (hysteresis under 1.0).
+        normal_sigmas: half-width of the normal band in robust sigmas.
+    """
+
+    variance: float = 0.95
+    max_components: int = 10
+    quantile: float = 0.995
+    margin: float = 1.25
+    clear_threshold: float = 0.8
+    normal_sigmas: float = 3.0
+
+
+@dataclass(frozen=True)
+class RobustPCA:
+    """A fitted model of normal. Arrays are float64; ``score`` mirrors the ONNX graph exactly.
+
+    Attributes:
+        names: feature names ``<tag>.<feature>``, the column order of every input.
+        center, scale: per-feature median and robust sigma.
+        components: ``F x k`` orthonormal loadings; ``eigvals``: the ``k`` variances along them.
+        t2_limit, q_limit: limits dividing T² and Q in the score.
+        threshold, clear_threshold: alert raise / clear levels of the score.
+        normal_low, normal_high: per-feature normal band.
+        explained: fraction of the variance the kept components explain.
+        n_train: training rows.
+    """
+
+    names: tuple[str, ...]
+    center: Array
+    scale: Array
+    components: Array
+    eigvals: Array
+    t2_limit: float
+    q_limit: float
+    threshold: float
+    clear_threshold: float
+    normal_low: Array
+    normal_high: Array
+    explained: float
+    n_train: int
+    options: FitOptions = field(default_factory=FitOptions)
+
+    @property
+    def n_components(self) -> int:
+        return int(self.components.shape[1])
+
+    @property
+    def t2_weights(self) -> Array:
+        """``P Λ^-½ Pᵀ``: ``||z W||²`` is T², and ``(z W)_f²`` is feature f's share of it."""
+        p = self.components
+        return (p / np.sqrt(self.eigvals)) @ p.T
+
+    def standardize(self, x: NDArray[np.floating]) -> Array:
+        """``z = (x - center) / scale`` with NaN mapped to 0 (the center)."""
+        x = _as_matrix(x, len(self.names))
+        z = (x - self.center) / self.scale
+        return np.where(np.isnan(x), 0.0, z)
+
+    def statistics(self, x: NDArray[np.floating]) -> tuple[Array, Array]:
+        """Hotelling T² and Q (SPE) of each row."""
+        return _statistics(self.standardize(x), self.components, self.eigvals)
+
+    def score(self, x: NDArray[np.floating]) -> tuple[Array, Array]:
+        """Anomaly score per row (alert at >= ``threshold``) and per-feature shares (rows sum to 1).
+
+        Args:
+            x: ``N x F`` feature vectors in ``names`` order; NaN allowed.
+
+        Returns:
+            ``(scores[N], contributions[N, F])``.
+        """
+        z = self.standardize(x)
+        t = z @ self.components
+        resid = z - t @ self.components.T
+        t2 = np.sum(t * t / self.eigvals, axis=1)
+        q = np.sum(resid * resid, axis=1)
+        scores = np.maximum(t2 / self.t2_limit, q / self.q_limit)
+        zw = z @ self.t2_weights
+        parts = zw * zw / self.t2_limit + resid * resid / self.q_limit
+        contributions = parts / (parts.sum(axis=1, keepdims=True) + 1e-12)
+        return scores, contributions
+
+    def sigmas(self, x: NDArray[np.floating]) -> Array:
+        """How far each value is from its center, in robust sigmas (signed)."""
+        return (_as_matrix(x, len(self.names)) - self.center) / self.scale
+
+
+def robust_scale(x: Array) -> tuple[Array, Array]:
+    """Per-column median and robust sigma (IQR / 1.349, else std, floored); see the module docstring."""
+    center = np.nanmedian(x, axis=0)
+    q75, q25 = np.nanpercentile(x, [75, 25], axis=0)
+    scale = (q75 - q25) / IQR_TO_SIGMA
+    floor = np.maximum(SCALE_FLOOR_REL * np.abs(center), SCALE_FLOOR_ABS)
+    std = np.nanstd(x, axis=0)
+    scale = np.where(scale > floor, scale, std)
+    return center, np.maximum(scale, floor)
+
+
+def fit(
+    x: NDArray[np.floating], names: list[str] | tuple[str, ...], options: FitOptions | None = None
+) -> RobustPCA:
+    """Fit a model of normal on training feature vectors.
+
+    Args:
+        x: ``n_windows x F`` matrix recorded during normal operation; NaN allowed.
+        names: the ``F`` feature names, in column order.
+        options: knobs; the defaults implement the rule in the module docstring.
+
+    Raises:
+        ModelError: too few windows, mismatched names, or a feature with no values at all.
+    """
+    opts = options or FitOptions()
+    names = tuple(names)
+    x = _as_matrix(x, len(names))
+    _check_training(x, names)
+    center, scale = robust_scale(x)
+    z = np.where(np.isnan(x), 0.0, (x - center) / scale)
+    components, eigvals, explained = _principal(z, opts, None)
+    k = components.shape[1]
+    t2_oof, q_oof = _out_of_fold(z, opts, k)
+    t2_limit = max(opts.margin * float(np.quantile(t2_oof, opts.quantile)), STAT_FLOOR)
+    q_limit = max(opts.margin * float(np.quantile(q_oof, opts.quantile)), STAT_FLOOR)
+    return RobustPCA(
+        names=names,
+        center=center,
+        scale=scale,
+        components=components,
+        eigvals=eigvals,
+        t2_limit=t2_limit,
+        q_limit=q_limit,
+        threshold=1.0,
+        clear_threshold=opts.clear_threshold,
+        normal_low=center - opts.normal_sigmas * scale,
+        normal_high=center + opts.normal_sigmas * scale,
+        explained=explained,
+        n_train=int(x.shape[0]),
+        options=opts,
+    )
+
+
+def _as_matrix(x: NDArray[np.floating], n_features: int) -> Array:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != n_features:
+        raise ModelError(
+            f"expected feature vectors of {n_features} values, got an array of shape {arr.shape}"
+        )
+    return arr
+
+
+def _check_training(x: Array, names: tuple[str, ...]) -> None:
+    if not names:
+        raise ModelError("no features to train on: the pipeline defines no features")
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ModelError(f"feature names must be unique; repeated: {', '.join(dupes)}")
+    if x.shape[0] < MIN_ROWS:
+        raise ModelError(
+            f"only {x.shape[0]} windows of training data; need at least {MIN_ROWS}: record for longer"
+        )
+    empty = [n for n, col in zip(names, x.T, strict=True) if not np.isfinite(col).any()]
+    if empty:
+        raise ModelError(f"no values in the training data for {', '.join(empty)}: check those tags were read")
+    if np.isinf(x).any():
+        raise ModelError("the training data holds infinite values; fix the source scaling or drop those rows")
+
+
+def _principal(z: Array, opts: FitOptions, k: int | None) -> tuple[Array, Array, float]:
+    """Kept loadings, their variances and the explained fraction; ``k`` fixed when given."""
+    n, f = z.shape
+    zc = np.clip(z, -WINSOR_SIGMAS, WINSOR_SIGMAS)
+    cov = zc.T @ zc / max(n - 1, 1)
+    eigvals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(eigvals)[::-1]
+    eigvals, vecs = np.clip(eigvals[order], 0.0, None), vecs[:, order]
+    total = float(eigvals.sum()) or 1.0
+    if k is None:
+        cum = np.cumsum(eigvals) / total
+        k = int(np.searchsorted(cum, opts.variance) + 1)
+        k = max(1, min(k, opts.max_components, f - 1 if f > 1 else 1))
+    # Sign convention (largest loading positive) so refits give the same model.
+    vecs = vecs[:, :k] * np.where(vecs[np.abs(vecs[:, :k]).argmax(axis=0), range(k)] < 0, -1.0, 1.0)
+    kept = np.maximum(eigvals[:k], max(1e-6 * total, 1e-12))
+    return vecs, kept, float(eigvals[:k].sum() / total)
+
+
+def _statistics(z: Array, components: Array, eigvals: Array) -> tuple[Array, Array]:
+    t = z @ components
+    resid = z - t @ components.T
+    return np.sum(t * t / eigvals, axis=1), np.sum(resid * resid, axis=1)
+
+
+def _out_of_fold(z: Array, opts: FitOptions, k: int) -> tuple[Array, Array]:
+    """T² and Q of every training row, each scored by components fitted without its fold."""
+    n = z.shape[0]
+    t2 = np.empty(n)
+    q = np.empty(n)
+    bounds = np.linspace(0, n, FOLDS + 1).astype(int)
+    for lo, hi in itertools.pairwise(bounds):
+        rest = np.concatenate([z[:lo], z[hi:]])
+        comps, eig, _ = _principal(rest, opts, k)
+        t2[lo:hi], q[lo:hi] = _statistics(z[lo:hi], comps, eig)
+    return t2, q
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What ``fit_and_export`` produced.
+
+    Attributes:
+        model: the fitted model.
+        train_scores: its score on each training window (in-sample).
+        model_path, card_path, png_path: files written (``png_path`` is None without matplotlib).
+        data_hash: sha256 recorded in the metadata.
+    """
+
+    model: RobustPCA
+    train_scores: Array
+    model_path: Path
+    card_path: Path | None
+    png_path: Path | None
+    data_hash: str
+
+    @property
+    def alert_fraction(self) -> float:
+        """Share of training windows at or above the threshold (expected well under 1%)."""
+        return float(np.mean(self.train_scores >= self.model.threshold))
+
+
+def hash_training_data(x: NDArray[np.floating]) -> str:
+    """sha256 (hex) of a training matrix: its shape and float64 bytes."""
+    arr = np.ascontiguousarray(x, dtype=np.float64)
+    digest = hashlib.sha256(repr(arr.shape).encode())
+    digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def fit_and_export(
+    x: NDArray[np.floating],
+    names: list[str] | tuple[str, ...],
+    out_path: str | os.PathLike[str],
+    *,
+    window: Mapping[str, Any] | None = None,
+    span: tuple[float, float] | None = None,
+    data_hash: str | None = None,
+    card_path: str | os.PathLike[str] | None = None,
+    png_path: str | os.PathLike[str] | None = None,
+    options: FitOptions | None = None,
+) -> FitResult:
+    """Fit a model of normal, export it to ONNX and write its card; every file is written atomically.
+
+    Args:
+        x: ``n_windows x F`` training feature vectors (NaN allowed).
+        names: feature names in column order.
+        out_path: the ``.onnx`` file to write.
+        window: the pipeline's window config, stored in the metadata.
+        span: first and last training timestamps (epoch seconds).
+        data_hash: sha256 of the training data; computed from ``x`` when not given.
+        card_path: markdown model card to write, if any.
+        png_path: picture to write when matplotlib is installed (skipped silently otherwise; the card
+            says how to get it).
+        options: fit knobs.
+
+    Raises:
+        ModelError: the data cannot be trained on, or ``onnx`` is not installed.
+    """
+    from agent import modelcard, onnx_export
+
+    onnx_export.require_onnx()
+    digest = data_hash or hash_training_data(x)
+    model = fit(x, names, options)
+    scores, _ = model.score(x)
+    model_path = onnx_export.export(model, out_path, window=window, span=span, data_hash=digest)
+    written_png: Path | None = None
+    if png_path is not None:
+        png = modelcard.render_png(model, scores, x)
+        if png is not None:
+            written_png = onnx_export.write_atomic(png_path, png)
+    written_card: Path | None = None
+    if card_path is not None:
+        png_ref = None
+        if written_png is not None:
+            png_ref = os.path.relpath(written_png, Path(card_path).resolve().parent)
+        text = modelcard.render_card(
+            model,
+            scores,
+            window=window,
+            span=span,
+            data_hash=digest,
+            model_file=Path(model_path).name,
+            png_file=png_ref,
+        )
+        written_card = modelcard.write_text(card_path, text)
+    return FitResult(model, scores, model_path, written_card, written_png, digest)
