@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from agent.plugin import PluginSpec
 from plugins.modbus import SPEC as MODBUS
+from plugins.mqtt import SPEC as MQTT
 from plugins.opcua import SPEC as OPCUA
 from plugins.replay import SPEC as REPLAY
 from plugins.stdout import JSONL, STDOUT
 
-BUILTIN: list[PluginSpec] = [REPLAY, STDOUT, JSONL, OPCUA, MODBUS]
+BUILTIN: list[PluginSpec] = [REPLAY, STDOUT, JSONL, OPCUA, MODBUS, MQTT]

@@ -1,0 +1,205 @@
+"""One poll cycle of one device: walk the plan, decode, and isolate the tags the device refuses.
+
+A block answered with "illegal data address" (or illegal function / value) is retried tag by tag in the
+same cycle. Tags refused on their own are BAD with the device's reason and are read alone from then on;
+if every tag reads fine alone, the hole the block bridged is fenced off so later plans stop bridging it.
+Either way only the guilty tags lose data, and the lesson is kept for the life of the source.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import TransientError
+from agent.records import Quality, Reading, Value, bad
+from plugins.modbus.config import ModbusDevice, ModbusSourceConfig
+from plugins.modbus.connection import TAG_FAULTS, Connection, ExceptionAnswer
+from plugins.modbus.decode import REGISTER_TYPES, Codec, registers_to_bytes, resolve_order
+from plugins.modbus.planner import Limits, Request, Slot, fences_between, plan, split
+
+Layout = tuple[tuple[str, Callable[[bytes, int], Value], int, bool], ...]
+"""Per tag of a register request: name, decode function, offset in the block, whether to check for NaN."""
+
+# Answers meaning the device behind a gateway cannot be reached: the device is down, not one block.
+DEVICE_FAULTS = frozenset({10, 11})
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTag:
+    """A tag ready for the poll loop: where it is (``slot``) and how to decode it (``codec``)."""
+
+    slot: Slot
+    codec: Codec
+
+
+def compile_tags(
+    config: ModbusSourceConfig, device: ModbusDevice, shared: dict[tuple[Any, ...], Codec] | None = None
+) -> list[CompiledTag]:
+    """The device's tags with protocol addresses and compiled codecs.
+
+    Args:
+        shared: codecs already built, reused by every tag with the same type, order and scaling. Ten
+            thousand tags use a handful of distinct codecs, and fewer long-lived objects keep the garbage
+            collector's full passes short (they showed up as 20% of CPU in the benchmark).
+    """
+    codecs = {} if shared is None else shared
+    out = []
+    for tag in config.tags:
+        if (tag.device or config.devices[0].name) != device.name:
+            continue
+        order = resolve_order(tag.type, tag.order or device.order) if tag.type in REGISTER_TYPES else ""
+        key = (tag.type, order, tag.bit or 0, tag.length or 0, tag.scale, tag.offset)
+        codec = codecs.get(key)
+        if codec is None:
+            codec = codecs[key] = Codec(*key)
+        out.append(
+            CompiledTag(
+                Slot(tag.name, tag.table, tag.protocol_address(config.address_base), tag.count), codec
+            )
+        )
+    return out
+
+
+class DevicePoller:
+    """Reads all tags of one device once per ``poll()``, through a shared ``Connection``.
+
+    Attributes:
+        isolated: names of tags read on their own because the device refused them in a block.
+        fences: ``(table, address)`` holes that plans must not bridge.
+    """
+
+    def __init__(
+        self, device: ModbusDevice, tags: Sequence[CompiledTag], connection: Connection, log: Any
+    ) -> None:
+        self.device = device
+        self.connection = connection
+        self.log = log
+        self.codecs = {t.slot.name: t.codec for t in tags}
+        self.slots = [t.slot for t in tags]
+        self.limits = Limits(device.max_registers, device.max_bits, device.max_gap)
+        self.isolated: set[str] = set()
+        self.fences: set[tuple[str, int]] = set()
+        self._plan: list[Request] | None = None
+        self._layouts: dict[int, tuple[Request, Layout]] = {}
+
+    @property
+    def plan(self) -> list[Request]:
+        """The current plan; recomputed only after a lesson was learned."""
+        if self._plan is None:
+            self._plan = plan(self.slots, self.limits, frozenset(self.isolated), frozenset(self.fences))
+            self._layouts = {id(r): (r, self._layout(r)) for r in self._plan}
+        return self._plan
+
+    def _layout(self, request: Request) -> Layout:
+        """(tag, decode, offset in the block, check for NaN) per tag of a register request."""
+        codecs = self.codecs
+        return tuple(
+            (s.name, codecs[s.name].decode, s.address - request.address, codecs[s.name].is_float)
+            for s in request.slots
+        )
+
+    def all_bad(self, reason: str) -> list[Reading]:
+        """A BAD reading for every tag of the device (it is down), stamped now."""
+        ts = time.time()
+        return [bad(slot.name, ts, reason) for slot in self.slots]
+
+    async def poll(self) -> list[Reading]:
+        """Read every tag once.
+
+        Raises:
+            TransientError: the device or its connection failed; the caller backs off.
+        """
+        readings: list[Reading] = []
+        answers: list[tuple[Request, bytes | Sequence[int] | Sequence[bool], float]] = []
+        for request in self.plan:
+            readings.extend(await self._read(request, answers))
+        # Decoded only once the cycle is complete: raw answers are bytes, which the garbage collector
+        # does not track, so thousands of Readings never sit through the cycle's awaits (in the
+        # benchmark that halved the collector's share of CPU).
+        for request, data, ts in answers:
+            readings.extend(self.decode(request, data, ts))
+        return readings
+
+    async def _read(
+        self, request: Request, answers: list[tuple[Request, bytes | Sequence[int] | Sequence[bool], float]]
+    ) -> list[Reading]:
+        """Read one request: its answer goes to ``answers``; BAD readings (if refused) are returned."""
+        try:
+            values = await self.connection.read(self.device.unit, request, self.device.timeout)
+        except ExceptionAnswer as exc:
+            if exc.code in DEVICE_FAULTS:
+                raise TransientError(f"unit {self.device.unit} unreachable: {exc.reason}") from exc
+            if exc.code in TAG_FAULTS and len(request.slots) > 1:
+                return await self._split(request, exc)
+            if exc.code in TAG_FAULTS:
+                self._isolate([request.slots[0].name], exc.reason)
+            ts = time.time()
+            return [bad(s.name, ts, exc.reason) for s in request.slots]
+        data = values if request.is_bits else registers_to_bytes(values)
+        answers.append((request, data, time.time()))
+        return []
+
+    async def _split(self, request: Request, first: ExceptionAnswer) -> list[Reading]:
+        out: list[Reading] = []
+        guilty: list[str] = []
+        for single in split(request):
+            try:
+                values = await self.connection.read(self.device.unit, single, self.device.timeout)
+            except ExceptionAnswer as exc:
+                guilty.append(single.slots[0].name)
+                out.append(bad(single.slots[0].name, time.time(), exc.reason))
+                continue
+            out.extend(self.decode(single, values, time.time()))
+        if guilty:
+            self._isolate(guilty, first.reason)
+        else:
+            self.fences |= fences_between(request)
+            self._plan = None
+            self.log.warning(
+                "block refused, tags fine alone: no longer bridging its holes",
+                device=self.device.name,
+                table=request.table,
+                address=request.address,
+                count=request.count,
+                reason=first.reason,
+            )
+        return out
+
+    def _isolate(self, names: list[str], reason: str) -> None:
+        new = [n for n in names if n not in self.isolated]
+        if not new:
+            return
+        self.isolated.update(new)
+        self._plan = None
+        self.log.warning(
+            "tags refused by the device, now read alone", device=self.device.name, tags=new, reason=reason
+        )
+
+    def decode(
+        self, request: Request, values: bytes | Sequence[int] | Sequence[bool], ts: float
+    ) -> list[Reading]:
+        """Readings of the request's tags from its answer; they all share the read's timestamp.
+
+        Args:
+            values: the bits, or the registers as a list or as their wire bytes.
+        """
+        out: list[Reading] = []
+        if request.is_bits:
+            for slot in request.slots:
+                out.append(Reading(slot.name, ts, bool(values[slot.address - request.address]), Quality.GOOD))
+            return out
+        data = values if isinstance(values, bytes) else registers_to_bytes(values)
+        cached = self._layouts.get(id(request))
+        layout = cached[1] if cached is not None and cached[0] is request else self._layout(request)
+        append = out.append
+        for name, decode, offset, is_float in layout:
+            value = decode(data, offset)
+            if is_float and not math.isfinite(value):  # type: ignore[arg-type]
+                append(bad(name, ts, f"device sent {value}"))
+            else:
+                append(Reading(name, ts, value))
+        return out
