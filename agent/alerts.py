@@ -47,6 +47,9 @@ class AlertState:
         return None
 
 
+OUTSIDE_SIGMA = 2.0  # |z| from which a feature counts as outside its learned normal range
+
+
 @dataclass(frozen=True)
 class Normal:
     """What the model learned as normal per feature (from its metadata); any field may be absent."""
@@ -66,8 +69,9 @@ def explain(
 ) -> tuple[list[dict[str, object]], str]:
     """The ``top`` features that drive a score, and a one-line summary in plant terms.
 
-    Without per-feature contributions from the model, features are ranked by how far they are from
-    normal (|z|) when the model says what normal is; otherwise nothing can be named.
+    Features are ranked by the model's per-feature contributions, or without them by how far they are
+    from normal (|z|). When the model says what normal is, only features at least ``OUTSIDE_SIGMA``
+    from it are named (all of the top ones if none is).
     """
     z = None
     if normal.center is not None and normal.scale is not None:
@@ -79,7 +83,13 @@ def explain(
         rank = np.abs(z)
     else:
         return [], ""
-    order = [int(i) for i in np.argsort(-np.nan_to_num(rank, nan=-np.inf)) if np.isfinite(rank[i])][:top]
+    order = [int(i) for i in np.argsort(-np.nan_to_num(rank, nan=-np.inf)) if np.isfinite(rank[i])]
+    if z is not None:
+        # Contributions spread over correlated features; name only those actually outside normal,
+        # unless none is (then the largest contributors are the best explanation there is).
+        outside = [i for i in order if np.isfinite(z[i]) and abs(z[i]) >= OUTSIDE_SIGMA]
+        order = outside or order
+    order = order[:top]
     items: list[dict[str, object]] = []
     phrases: list[str] = []
     for i in order:

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from agent.configbase import SinkConfig, SourceConfig
 from agent.errors import ConfigError, ConfigIssue
+from agent.health import HealthConfig
 from agent.pipeconfig import AgentSection, BusConfig, PipelineConfig
 from agent.plugin import registry
 
@@ -41,6 +42,7 @@ class AgentConfig(BaseSettings):
 
     agent: AgentSection = Field(default_factory=AgentSection, description="This agent.")
     bus: BusConfig = Field(default_factory=BusConfig, description="Queue between sources and pipelines.")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="Health and metrics endpoint.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Where readings come from.")
     pipelines: list[PipelineConfig] = Field(default_factory=list, description="What is computed from them.")
     sinks: list[SinkConfig] = Field(default_factory=list, description="Where results go.")

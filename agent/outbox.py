@@ -60,6 +60,7 @@ class OutboxStats:
     depth: int = 0
     depth_bytes: int = 0
     appended: int = 0
+    appended_bytes: int = 0  # cumulative, for the outage budget (hours the cap can still absorb)
     acked: int = 0
     replayed: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
@@ -225,6 +226,7 @@ class MemoryOutbox(OutboxBase):
             self.stats.depth += 1
             self.stats.depth_bytes += size
             self.stats.appended += 1
+            self.stats.appended_bytes += size
         self._enforce_cap()
         self._wakeup.set()
 

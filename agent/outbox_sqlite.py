@@ -144,6 +144,7 @@ class SqliteOutbox(OutboxBase):
                 self.stats.depth += 1
                 self.stats.depth_bytes += size
                 self.stats.appended += 1
+                self.stats.appended_bytes += size
             db.executemany(
                 "INSERT INTO messages (prio, kind, key, seq, ts, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,

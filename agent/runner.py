@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,10 +28,13 @@ from agent.delivery import deliver
 from agent.envelope import iso
 from agent.errors import ConfigError, ConfigIssue, ModelError
 from agent.inference import ModelSlot
+from agent.observe import Observer
 from agent.outbox import Outbox, open_outbox
+from agent.pipeconfig import PipelineConfig
 from agent.pipeline import Batch, Pipeline, thresholds
 from agent.plugin import ComponentStatus, PluginContext, Sink, Source, State, registry
 from agent.records import Kind, Message, Quality, Reading
+from agent.reload import reload
 from agent.supervise import supervise
 
 
@@ -64,6 +67,7 @@ class SourceRun:
     cfg: SourceConfig
     impl: Source
     ctx: PluginContext
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -73,6 +77,7 @@ class SinkRun:
     ctx: PluginContext
     outbox: Outbox
     kinds: frozenset[str] = field(default_factory=frozenset)
+    task: asyncio.Task[None] | None = None
 
 
 def _value(reading: Reading) -> float:
@@ -92,12 +97,8 @@ class Runtime:
         self.file = file
         self.clock = clock
         self.log = logs.get("runner")
-        self.slots = load_models(cfg, file)
-        self.pipelines = [Pipeline(p, self.slots.get(p.name)) for p in cfg.pipelines if p.enabled]
-        self.routes: dict[str, list[tuple[Pipeline, int]]] = {}
-        for pipe in self.pipelines:
-            for i, tag in enumerate(pipe.tags):
-                self.routes.setdefault(tag, []).append((pipe, i))
+        self.pipelines = [Pipeline(p, slot) for p, slot in _pipelines(cfg, load_models(cfg, file))]
+        self.routes = _routes(self.pipelines)
         self.bus = Bus(cfg.bus.capacity, cfg.bus.overflow)
         self.started_at = time.time()
         self.info = {
@@ -105,107 +106,134 @@ class Runtime:
             "config_hash": config_hash(file) if Path(file).exists() else "",
             "started_at": iso(self.started_at),
         }
-        self.last_good: dict[str, float] = {}
-        self.sources: list[SourceRun] = []
-        self.sinks: list[SinkRun] = []
+        self.last_good: dict[str, float] = {}  # tag -> wall time its last good value arrived
+        self.sources: dict[str, SourceRun] = {}
+        self.sinks: dict[str, SinkRun] = {}
         self.ready = asyncio.Event()  # set once sinks and sources are started
+        self.reload_requested = asyncio.Event()
+        self.observer = Observer(self)
+        self._tg: asyncio.TaskGroup | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._pending_readings: dict[str, list[Reading]] = {}
-        self._wants_readings = False
 
-    def _ctx(self, name: str, kind: str) -> PluginContext:
-        status = ComponentStatus(name=name, kind=kind)  # type: ignore[arg-type]
+    def _ctx(self, name: str, kind: Literal["source", "sink"]) -> PluginContext:
         return PluginContext(
             name=name,
             agent_id=self.cfg.agent.id,
             state_dir=self.cfg.agent.state_dir,
-            status=status,
+            status=ComponentStatus(name=name, kind=kind),
             log=logs.get(f"{kind}:{name}"),
             info=self.info,
         )
 
-    def _build(self) -> None:
-        self.cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
-        sinks, sources = registry("sink"), registry("source")
-        for sink_cfg in self.cfg.sinks:
-            if not sink_cfg.enabled:
-                continue
-            name = sink_cfg.name or sink_cfg.type
-            ctx = self._ctx(name, "sink")
-            outbox = open_outbox(
-                sink_cfg.outbox, self.cfg.agent.state_dir / f"outbox-{name}.sqlite", log=ctx.log
-            )
-            impl: Sink = sinks[sink_cfg.type].load()(sink_cfg, ctx)
-            self.sinks.append(SinkRun(sink_cfg, impl, ctx, outbox, frozenset(sink_cfg.kinds)))
-            self._wants_readings |= "readings" in sink_cfg.kinds
-        for source_cfg in self.cfg.sources:
-            if source_cfg.enabled:
-                ctx = self._ctx(source_cfg.name, "source")
-                source: Source = sources[source_cfg.type].load()(source_cfg, ctx)
-                self.sources.append(SourceRun(source_cfg, source, ctx))
+    @property
+    def wants_readings(self) -> bool:
+        return any("readings" in s.kinds for s in self.sinks.values())
+
+    def start_sink(self, cfg: SinkConfig, outbox: Outbox | None = None) -> None:
+        """Create the sink and its delivery task; reuse ``outbox`` (a reload keeps what it holds)."""
+        assert self._tg is not None
+        name = cfg.name or cfg.type
+        ctx = self._ctx(name, "sink")
+        if outbox is None:
+            path = self.cfg.agent.state_dir / f"outbox-{name}.sqlite"
+            outbox = open_outbox(cfg.outbox, path, log=ctx.log)
+        impl: Sink = registry("sink")[cfg.type].load()(cfg, ctx)
+        run = SinkRun(cfg, impl, ctx, outbox, frozenset(cfg.kinds))
+        self.sinks[name] = run
+        work = lambda: deliver(run.impl, run.outbox, run.cfg.outbox.batch)  # noqa: E731
+        run.task = self._tg.create_task(supervise(work, ctx.status, ctx.log), name=f"sink:{name}")
+
+    def start_source(self, cfg: SourceConfig) -> None:
+        assert self._tg is not None
+        ctx = self._ctx(cfg.name, "source")
+        impl: Source = registry("source")[cfg.type].load()(cfg, ctx)
+        run = SourceRun(cfg, impl, ctx)
+        self.sources[cfg.name] = run
+        observer, bus, name = self.observer, self.bus, cfg.name
+
+        async def emit(readings: Any) -> None:
+            observer.count(name, len(readings))
+            await bus.put(name, readings)
+
+        run.task = self._tg.create_task(
+            supervise(lambda: impl.run(emit), ctx.status, ctx.log), name=f"source:{name}"
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or every source has finished, then shut down in order."""
-        self._build()
+        self.cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
+        notifier = self.observer.notifier
         try:
             async with asyncio.TaskGroup() as tg:
-                sink_tasks = [
-                    tg.create_task(self._supervised_sink(s), name=f"sink:{s.ctx.name}") for s in self.sinks
-                ]
+                self._tg = tg
+                observe = tg.create_task(self.observer.run(), name="observe")
+                for sink_cfg in self.cfg.sinks:
+                    if sink_cfg.enabled:
+                        self.start_sink(sink_cfg)
                 pipes = tg.create_task(self._pipeline_loop(), name="pipelines")
                 housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
+                reloader = tg.create_task(self._reloader(), name="reloader")
                 self._emit([self._status_message()])
-                source_tasks = [
-                    tg.create_task(self._supervised_source(s), name=f"source:{s.ctx.name}")
-                    for s in self.sources
-                ]
+                for source_cfg in self.cfg.sources:
+                    if source_cfg.enabled:
+                        self.start_source(source_cfg)
                 self.ready.set()
+                notifier.ready(
+                    f"{len(self.sources)} sources, {len(self.pipelines)} pipelines, {len(self.sinks)} sinks"
+                )
                 self.log.info(
                     "started", sources=len(self.sources), pipelines=len(self.pipelines), sinks=len(self.sinks)
                 )
-                stop_wait = asyncio.create_task(stop.wait(), name="wait-for-stop")
-                # With no sources there is nothing to finish: run until told to stop.
-                all_done: asyncio.Future[Any] = asyncio.gather(*source_tasks) if source_tasks else stop_wait
-                await asyncio.wait([stop_wait, all_done], return_when=asyncio.FIRST_COMPLETED)
-                stop_wait.cancel()
-                reason = "signal" if stop.is_set() else "sources finished"
+                reason = await self._until_stopped(stop)
+                notifier.stopping(f"stopping: {reason}")
                 self.log.info("stopping", reason=reason)
-                for task in source_tasks:
-                    task.cancel()
-                await asyncio.gather(all_done, return_exceptions=True)
+                reloader.cancel()
+                await _cancel([s.task for s in self.sources.values()])
                 await self.bus.close()
                 await pipes
                 housekeeping.cancel()
                 self._emit([self._status_message()])
-                await self._flush(sink_tasks)
+                await self._flush()
+                observe.cancel()
         finally:
+            self._tg = None
             self._pool.shutdown(wait=False, cancel_futures=True)
-            for sink in self.sinks:
+            for sink in self.sinks.values():
                 sink.outbox.close()
         self.log.info("stopped")
 
-    async def _supervised_source(self, run: SourceRun) -> None:
-        async def emit(readings: Any) -> None:
-            await self.bus.put(run.ctx.name, readings)
+    async def _until_stopped(self, stop: asyncio.Event) -> str:
+        """Wait for ``stop``, or for every source to finish (a replay that reached its end)."""
+        while not stop.is_set():
+            tasks = [s.task for s in self.sources.values() if s.task is not None]
+            if tasks and all(t.done() for t in tasks):
+                return "sources finished"
+            pending = [t for t in tasks if not t.done()]
+            waiter = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([waiter, *pending], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+        return "signal"
 
-        await supervise(lambda: run.impl.run(emit), run.ctx.status, run.ctx.log)
+    async def _reloader(self) -> None:
+        while True:
+            await self.reload_requested.wait()
+            self.reload_requested.clear()
+            await reload(self)
 
-    async def _supervised_sink(self, run: SinkRun) -> None:
-        await supervise(
-            lambda: deliver(run.impl, run.outbox, run.cfg.outbox.batch), run.ctx.status, run.ctx.log
-        )
-
-    async def _flush(self, sink_tasks: list[asyncio.Task[None]]) -> None:
+    async def _flush(self) -> None:
         deadline = time.monotonic() + self.cfg.agent.shutdown_timeout
         while time.monotonic() < deadline:
-            waiting = [s for s in self.sinks if s.outbox.stats.depth and s.ctx.status.state is State.UP]
+            waiting = [
+                s for s in self.sinks.values() if s.outbox.stats.depth and s.ctx.status.state is State.UP
+            ]
             if not waiting:
                 break
             await asyncio.sleep(0.05)
-        for task in sink_tasks:
-            task.cancel()
-        await asyncio.gather(*sink_tasks, return_exceptions=True)
-        for sink in self.sinks:
+        await _cancel([s.task for s in self.sinks.values()])
+        for sink in self.sinks.values():
             if sink.outbox.stats.depth:
                 kept = (
                     "kept on disk for the next start" if sink.cfg.outbox.durable else "lost (memory outbox)"
@@ -217,28 +245,29 @@ class Runtime:
     def _emit(self, messages: list[Message]) -> None:
         if not messages:
             return
-        for sink in self.sinks:
+        for sink in self.sinks.values():
             wanted = [m for m in messages if m.kind.value in sink.kinds]
             if wanted:
                 sink.outbox.append(wanted)
 
     async def _pipeline_loop(self) -> None:
         last_idle = 0.0
-        routes, last_good = self.routes, self.last_good
+        last_good = self.last_good
         while True:
             item = await self.bus.get(max_wait=0.5)
             now = self.clock()
             if item is not None:
                 source, readings = item
+                routes = self.routes  # re-read per batch: a reload may have replaced it
                 for r in readings:
                     targets = routes.get(r.tag)
                     value = _value(r)
                     if value == value:
-                        last_good[r.tag] = r.ts
+                        last_good[r.tag] = now  # arrival time: a PLC clock may be off
                     if targets:
                         for pipe, i in targets:
                             pipe.windower.add(i, r.ts, value, now)
-                if self._wants_readings:
+                if self.wants_readings:
                     self._pending_readings.setdefault(source, []).extend(readings)
             elif self.bus.closed:
                 break
@@ -258,8 +287,10 @@ class Runtime:
         if model is None or not mask.any():
             return pipe.conclude(batch, None, None)
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             scores, contrib = await loop.run_in_executor(self._pool, model.score, batch.x[mask])
+            self.observer.latency[pipe.name].observe(time.perf_counter() - started)
         except Exception as exc:  # a model that fails at run time must not stop the pipeline
             pipe.stats.skipped += int(mask.sum())
             self.log.error("inference failed", pipeline=pipe.name, error=str(exc)[:200])
@@ -330,8 +361,8 @@ class Runtime:
             "state": "online",
             **self.info,
             "uptime_s": round(time.time() - self.started_at, 1),
-            "sources": {s.ctx.name: component(s.ctx.status) for s in self.sources},
-            "sinks": {s.ctx.name: component(s.ctx.status) for s in self.sinks},
+            "sources": {s.ctx.name: component(s.ctx.status) for s in self.sources.values()},
+            "sinks": {s.ctx.name: component(s.ctx.status) for s in self.sinks.values()},
             "pipelines": {
                 p.name: {
                     **vars(p.stats),
@@ -341,22 +372,48 @@ class Runtime:
                 for p in self.pipelines
             },
             "bus": vars(self.bus.stats),
-            "outbox": {s.ctx.name: s.outbox.stats.as_dict() for s in self.sinks},
+            "outbox": {s.ctx.name: s.outbox.stats.as_dict() for s in self.sinks.values()},
         }
         return Message(Kind.STATUS, "agent", time.time(), payload)
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Run ``runtime``; SIGTERM and SIGINT set ``stop``."""
+    """Run ``runtime``; SIGTERM and SIGINT set ``stop``, SIGHUP reloads the config file."""
     import signal
 
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    handlers = {
+        signal.SIGTERM: stop.set,
+        signal.SIGINT: stop.set,
+        signal.SIGHUP: runtime.reload_requested.set,
+    }
+    for sig, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
     try:
         await runtime.run(stop)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+def _pipelines(
+    cfg: AgentConfig, slots: dict[str, ModelSlot]
+) -> list[tuple[PipelineConfig, ModelSlot | None]]:
+    return [(p, slots.get(p.name)) for p in cfg.pipelines if p.enabled]
+
+
+def _routes(pipelines: list[Pipeline]) -> dict[str, list[tuple[Pipeline, int]]]:
+    routes: dict[str, list[tuple[Pipeline, int]]] = {}
+    for pipe in pipelines:
+        for i, tag in enumerate(pipe.tags):
+            routes.setdefault(tag, []).append((pipe, i))
+    return routes
+
+
+async def _cancel(tasks: list[asyncio.Task[None] | None]) -> None:
+    live = [t for t in tasks if t is not None]
+    for task in live:
+        task.cancel()
+    await asyncio.gather(*live, return_exceptions=True)

@@ -48,3 +48,11 @@ def test_without_contributions_features_are_ranked_by_distance_from_normal() -> 
     )
     assert top[0]["feature"] == "b.mean"
     assert top[0]["z"] == -9.0
+
+
+def test_a_contributor_inside_its_normal_band_is_not_named() -> None:
+    names = ["vibration.std", "speed.std", "flow.mean"]
+    normal = Normal(center=np.zeros(3), scale=np.ones(3))
+    top, summary = explain(names, np.array([5.0, -0.3, 2.5]), np.array([0.5, 0.4, 0.1]), normal, top=3)
+    assert [t["feature"] for t in top] == ["vibration.std", "flow.mean"]
+    assert "speed" not in summary

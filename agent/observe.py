@@ -1,0 +1,147 @@
+"""What the runtime shows the outside world: /metrics snapshots, /readyz, and systemd notifications.
+
+Reads the runtime's counters and statuses; owns nothing the data path needs, so a slow scrape can
+never hold readings back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import TYPE_CHECKING
+
+from agent import logs
+from agent.health import HealthServer, LoopMonitor, readiness
+from agent.metrics import (
+    BusMetrics,
+    Histogram,
+    MetricsSnapshot,
+    PipelineMetrics,
+    Sample,
+    SinkMetrics,
+    SourceMetrics,
+    TagMetrics,
+    outage_hours,
+    rate_per_second,
+)
+from agent.plugin import ComponentStatus
+from agent.sdnotify import Notifier, watchdog, watchdog_interval
+from agent.supervise import supervise
+
+if TYPE_CHECKING:
+    from agent.runner import Runtime
+
+
+class Observer:
+    """Builds metrics snapshots and readiness for one runtime; runs the health server and watchdog."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.monitor = LoopMonitor(runtime.cfg.health.max_loop_lag)
+        self.notifier = Notifier.from_env()
+        self.latency: dict[str, Histogram] = {}
+        self.readings: dict[str, int] = {}  # per source, cumulative
+        self._rates: dict[str, tuple[Sample, Sample]] = {}
+        self._appended: dict[str, tuple[Sample, Sample]] = {}
+        self.tag_source: dict[str, str] = {}
+        self.server: HealthServer | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Follow the runtime's current config (after a reload)."""
+        self.tag_source = {t.name: s.name for s in self.rt.cfg.sources for t in s.tags}
+        for pipe in self.rt.pipelines:
+            self.latency.setdefault(pipe.name, Histogram())
+
+    def count(self, source: str, n: int) -> None:
+        self.readings[source] = self.readings.get(source, 0) + n
+
+    def ready(self) -> tuple[bool, str]:
+        rt = self.rt
+        if not rt.ready.is_set():
+            return False, "starting"
+        return readiness(
+            (s.ctx.status for s in rt.sources.values()), (s.ctx.status for s in rt.sinks.values())
+        )
+
+    def _advance(
+        self, store: dict[str, tuple[Sample, Sample]], key: str, value: float
+    ) -> tuple[Sample, Sample]:
+        now = Sample(time.monotonic(), value)
+        earlier, later = store.get(key, (now, now))
+        # Keep the older sample at least 10 s back so a rate is over a meaningful span.
+        if now.t - later.t >= 10.0 or earlier is later:
+            earlier = later
+        store[key] = (earlier, now)
+        return earlier, now
+
+    def snapshot(self) -> MetricsSnapshot:
+        rt, now = self.rt, time.time()
+        sources = []
+        for s in rt.sources.values():
+            total = self.readings.get(s.ctx.name, 0)
+            earlier, later = self._advance(self._rates, s.ctx.name, total)
+            sources.append(
+                SourceMetrics(s.ctx.name, s.ctx.status.state.value, total, rate_per_second(earlier, later))
+            )
+        tags = [
+            TagMetrics(tag, source, now - rt.last_good[tag] if tag in rt.last_good else math.inf)
+            for tag, source in self.tag_source.items()
+        ]
+        sinks = []
+        for k in rt.sinks.values():
+            st = k.outbox.stats
+            earlier, later = self._advance(self._appended, k.ctx.name, st.appended_bytes)
+            cap = k.cfg.outbox.max_bytes
+            sinks.append(
+                SinkMetrics(
+                    k.ctx.name,
+                    k.ctx.status.state.value,
+                    st.depth,
+                    st.depth_bytes,
+                    cap,
+                    dict(st.dropped),
+                    outage_hours(cap - st.depth_bytes, earlier, later),
+                )
+            )
+        pipelines = [
+            PipelineMetrics(
+                p.name,
+                p.model.id if p.model else None,
+                self.latency[p.name],
+                p.stats.scored,
+                p.stats.skipped,
+                p.stats.alerts_raised,
+                int(bool(p.alert and p.alert.open)),
+            )
+            for p in rt.pipelines
+        ]
+        bus = rt.bus.stats
+        return MetricsSnapshot(
+            info={
+                "agent": rt.cfg.agent.id,
+                "version": rt.info["version"],
+                "config_hash": rt.info["config_hash"],
+            },
+            start_time_s=rt.started_at,
+            sources=sources,
+            tags=tags,
+            bus=BusMetrics(bus.depth, bus.capacity, bus.dropped_readings),
+            sinks=sinks,
+            pipelines=pipelines,
+        )
+
+    async def run(self) -> None:
+        """Loop monitor, health server and systemd watchdog, until cancelled."""
+        health = self.rt.cfg.health
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.monitor.run(), name="loop-monitor")
+            if health.enabled:
+                # Supervised like any component: a taken port is logged once and retried, never fatal.
+                server = self.server = HealthServer(health, self.snapshot, self.ready, self.monitor)
+                status = ComponentStatus("health", "sink")
+                tg.create_task(supervise(server.run, status, logs.get("health")), name="health-server")
+            interval = watchdog_interval()
+            if interval and self.notifier.enabled:
+                tg.create_task(watchdog(self.notifier, interval, self.monitor.responsive), name="sd-watchdog")
