@@ -226,9 +226,9 @@ class Runtime:
     async def _flush(self) -> None:
         deadline = time.monotonic() + self.cfg.agent.shutdown_timeout
         while time.monotonic() < deadline:
-            waiting = [
-                s for s in self.sinks.values() if s.outbox.stats.depth and s.ctx.status.state is State.UP
-            ]
+            # A sink still connecting gets the timeout too; one that is down would only burn it.
+            live = (State.UP, State.STARTING)
+            waiting = [s for s in self.sinks.values() if s.outbox.stats.depth and s.ctx.status.state in live]
             if not waiting:
                 break
             await asyncio.sleep(0.05)
