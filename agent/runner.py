@@ -210,7 +210,7 @@ class Runtime:
             if tasks and all(t.done() for t in tasks):
                 return "sources finished"
             pending = [t for t in tasks if not t.done()]
-            waiter = asyncio.ensure_future(stop.wait())
+            waiter = asyncio.create_task(stop.wait(), name="wait-for-stop")
             try:
                 await asyncio.wait([waiter, *pending], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             finally:
