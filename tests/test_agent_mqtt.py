@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.mosquitto import Mosquitto, Subscriber, running_mosquitto
-from tests.test_end_to_end import make_data
 from tests.onnx_models import zscore_model
+from tests.test_end_to_end import make_data
 
 CONFIG = """
 [agent]
