@@ -354,22 +354,11 @@ def test_example_config_points_at_the_compose_services() -> None:
     assert {s["host"] for s in config["sinks"] if s["type"] == "mqtt"} <= services
 
 
-def test_example_config_validates(tmp_path: Path) -> None:
-    from agent.config import AgentConfig, load_config
-    from agent.plugin import registry
+def test_example_config_validates() -> None:
+    from agent.config import load_config
 
-    config = tomllib.loads((DEPLOY / "config.toml").read_text())
-    HealthConfig.model_validate(config["health"])
-    text = (DEPLOY / "config.toml").read_text()
-    if "health" not in AgentConfig.model_fields:  # until the runner takes [health]: validate the rest
-        text = re.sub(r"(?ms)^\[health\].*?(?=^#|^\[)", "", text)
-    known = set(registry("source")) | set(registry("sink"))
-    missing = {item["type"] for item in config["sources"] + config["sinks"]} - known
-    if missing:
-        pytest.skip(f"plugins not registered yet: {sorted(missing)}")
-    path = tmp_path / "config.toml"
-    path.write_text(text)
-    load_config(path, environ={})
+    cfg = load_config(DEPLOY / "config.toml", environ={})
+    assert cfg.health.enabled and cfg.health.port == 9108  # what the HEALTHCHECK probes
 
 
 def test_mosquitto_conf_runs_on_a_real_mosquitto(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``edge-agent browse`` and ``edge-agent opcua-cert``; the lead wires ``add_commands`` into agent.cli."""
+"""``edge-agent browse`` and ``edge-agent opcua-cert``; ``agent.cli`` adds them through ``add_commands``."""
 
 from __future__ import annotations
 
