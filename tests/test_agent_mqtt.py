@@ -119,3 +119,34 @@ def test_outage_and_sigkill_lose_nothing(tmp_path: Path, mosquitto: Mosquitto) -
     assert any(b["replayed"] for b in features), "what waited through the outage is marked replayed"
     alerts = [m.body for m in got if "/alerts/" in m.topic]
     assert alerts and alerts[0]["state"] == "raised" and alerts[0]["top"][0]["tag"] == "bearing_temp"
+
+
+def test_sighup_with_fixed_credentials_delivers_what_was_buffered(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    from tests.mosquitto import PASSWORD, USER
+
+    make_data(tmp_path / "data.csv", seconds=600, anomaly=(1000, 1000))
+    names = ["bearing_temp.mean", "bearing_temp.std", "vibration.mean", "vibration.std"]
+    zscore_model(tmp_path / "model.onnx", names, [45, 0.5, 1.0, 0.05], [1.0, 0.3, 0.05, 0.03], threshold=4.0)
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("wrong\n")
+    config = CONFIG.format(port=mosquitto.auth_port).replace("speed = 40", 'speed = 20\nat_end = "idle"')
+    config += f'username = "{USER}"\npassword_file = "{secret}"\n'
+    (tmp_path / "edge.toml").write_text(config)
+    sub = Subscriber(mosquitto.port, "plant/#")  # the anonymous listener shares the broker's topics
+    agent = spawn(tmp_path)
+    try:
+        time.sleep(2.0)
+        assert not any("/features/" in m.topic for m in sub.snapshot())  # refused: buffering
+        secret.write_text(PASSWORD + "\n")
+        agent.send_signal(signal.SIGHUP)
+        wait(lambda: sum("/features/" in m.topic for m in sub.snapshot()) >= 10)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=60)
+        sub.close()
+    assert agent.returncode == 0, err
+    assert '"config reloaded"' in err and '"sinks": ["mqtt"]' in err
+    seqs = sorted({m.body["seq"] for m in sub.snapshot() if "/features/" in m.topic})
+    assert seqs[0] == 1 and seqs == list(range(1, seqs[-1] + 1)), "the backlog from before the fix arrived"
