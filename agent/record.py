@@ -1,0 +1,323 @@
+"""``edge-agent record``: run a config's sources and write one pipeline's input as a wide CSV.
+
+The CSV has a ``timestamp`` column (ISO-8601, UTC, milliseconds) and one column per pipeline tag, in the
+pipeline's order. Readings sharing a timestamp share a row. A cell holds the tag's raw reading at that
+instant; a tag not read at that instant repeats its last good value while that value is younger than the
+window's ``max_age`` (exactly what the windower holds at that instant). A BAD reading, or a value older
+than ``max_age``, is an empty cell, which the replay source and ``edge-agent train`` read as BAD.
+
+``--duration`` is a span of *reading timestamps*: recording stops once the rows cover it. On a live PLC
+that is wall time; on a fast-forwarded simulator or a replay it is the data's own time.
+
+Interrupts: rows go to a hidden temp file beside ``--out`` as they arrive. At the end (duration reached,
+every source finished, Ctrl-C or SIGTERM) the file is fsynced and renamed onto ``--out`` in one step, so an
+interrupted recording keeps what was recorded, complete, and ``--out`` never holds half a file. A crash
+deletes the temp file; only ``kill -9`` can leave a ``.<out>.*.tmp`` behind.
+
+The module also holds what the ``record``, ``train`` and ``demo`` commands share: the progress bar (a bar
+on a terminal, a log line every 30 s otherwise) and the SIGINT/SIGTERM-to-event bridge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from agent import logs
+from agent.bus import Bus
+from agent.config import AgentConfig
+from agent.errors import ConfigError, ConfigIssue
+from agent.pipeconfig import PipelineConfig
+from agent.plugin import ComponentStatus, PluginContext, Source, registry
+from agent.records import Reading, numeric
+from agent.supervise import supervise
+
+Progress = Callable[[float, int], None]
+"""Called with (recorded span in seconds, rows written) after each batch."""
+
+
+def find_pipeline(cfg: AgentConfig, name: str | None, file: str) -> PipelineConfig:
+    """The pipeline called ``name``, or the only one when ``name`` is None; ConfigError otherwise."""
+    names = [p.name for p in cfg.pipelines]
+    if name is None and len(cfg.pipelines) == 1:
+        return cfg.pipelines[0]
+    for pipe in cfg.pipelines:
+        if pipe.name == name:
+            return pipe
+    what = f"no pipeline {name!r}" if name else "several pipelines: say which with --pipeline"
+    hint = f"; pipelines: {', '.join(names)}" if names else "; the config defines no pipeline"
+    raise ConfigError(file, [ConfigIssue("pipelines", what + hint)])
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+class RowBuilder:
+    """Turns batches of readings into wide rows ``(ts, [value or None per tag])``; see the module doc."""
+
+    def __init__(self, tags: Sequence[str], max_age: float) -> None:
+        self.index = {tag: i for i, tag in enumerate(tags)}
+        self.max_age = max_age
+        self.value: list[float | None] = [None] * len(tags)
+        self.ts = [-math.inf] * len(tags)
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def add(self, readings: Sequence[Reading]) -> list[tuple[float, list[float | None]]]:
+        groups: dict[float, dict[int, float | None]] = {}
+        for r in readings:
+            i = self.index.get(r.tag)
+            if i is not None:
+                groups.setdefault(r.ts, {})[i] = numeric(r)
+        rows = []
+        for ts in sorted(groups):
+            for i, value in groups[ts].items():
+                self.value[i], self.ts[i] = value, ts
+            row = [
+                v if v is not None and ts - held <= self.max_age else None
+                for v, held in zip(self.value, self.ts, strict=True)
+            ]
+            rows.append((ts, row))
+            self.first = ts if self.first is None else min(self.first, ts)
+            self.last = ts if self.last is None else max(self.last, ts)
+        return rows
+
+    @property
+    def span(self) -> float:
+        return 0.0 if self.first is None or self.last is None else self.last - self.first
+
+
+class AtomicCsv:
+    """A CSV written to a temp file beside ``out``; ``commit`` renames it onto ``out`` in one step."""
+
+    def __init__(self, out: Path, header: Sequence[str]) -> None:
+        self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        self.tmp = Path(tmp)
+        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(header)
+        self.rows = 0
+
+    def write(self, ts: float, values: Sequence[float | None]) -> None:
+        self._writer.writerow([iso(ts), *("" if v is None else repr(v) for v in values)])
+        self.rows += 1
+
+    def commit(self) -> Path:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp, self.out)
+        return self.out
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class RecordResult:
+    path: Path | None  # None when nothing was recorded (no file written)
+    rows: int
+    span: float
+    first: float | None
+    last: float | None
+    reason: str  # "duration", "sources finished" or "interrupted"
+
+
+def build_sources(cfg: AgentConfig, tags: Sequence[str]) -> list[tuple[Source, PluginContext]]:
+    """Instances of the enabled sources that read at least one of ``tags``."""
+    cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
+    specs = registry("source")
+    wanted = set(tags)
+    out = []
+    for src in cfg.sources:
+        if not src.enabled or not wanted & {t.name for t in src.tags}:
+            continue
+        status = ComponentStatus(name=src.name, kind="source")
+        ctx = PluginContext(
+            src.name, cfg.agent.id, cfg.agent.state_dir, status, log=logs.get(f"source:{src.name}")
+        )
+        out.append((specs[src.type].load()(src, ctx), ctx))
+    return out
+
+
+async def record(
+    cfg: AgentConfig,
+    pipe: PipelineConfig,
+    out: Path,
+    duration: float,
+    stop: asyncio.Event,
+    progress: Progress | None = None,
+) -> RecordResult:
+    """Record ``pipe``'s input to ``out`` until ``duration`` is covered, the sources end or ``stop`` is set.
+
+    Sources run under ``supervise`` exactly as in the runtime (one reconnect owner, logged once); the bus
+    blocks instead of dropping, because a recording must not lose rows.
+
+    Args:
+        cfg: the loaded config; its enabled sources reading any of the pipeline's tags are run.
+        pipe: the pipeline whose tags become the CSV columns.
+        out: the CSV to write; it appears only when recording ends, complete.
+        duration: seconds of reading timestamps to cover (``inf``: until ``stop`` or the sources end).
+        stop: set it to end the recording early, keeping what was recorded.
+        progress: called with (span covered, rows written) after each batch.
+
+    Returns:
+        What was recorded; ``path`` is None (and no file exists) when no row was.
+    """
+    builder = RowBuilder(pipe.tags, pipe.window.max_age_s)
+    writer = AtomicCsv(out, ["timestamp", *pipe.tags])
+    bus = Bus(cfg.bus.capacity, "block")
+    sources = build_sources(cfg, pipe.tags)
+    reason = "interrupted"
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = []
+            for source, ctx in sources:
+                tasks.append(tg.create_task(_supervised(source, ctx, bus), name=f"record-source:{ctx.name}"))
+            while not stop.is_set():
+                item = await bus.get(max_wait=0.5)
+                if item is None:
+                    if all(t.done() for t in tasks):
+                        reason = "sources finished"
+                        break
+                    continue
+                for ts, row in builder.add(item[1]):
+                    writer.write(ts, row)
+                if progress is not None:
+                    progress(builder.span, writer.rows)
+                if builder.span >= duration:
+                    reason = "duration"
+                    break
+            for task in tasks:
+                task.cancel()
+    except BaseException:
+        writer.discard()
+        raise
+    if writer.rows == 0:
+        writer.discard()
+        return RecordResult(None, 0, 0.0, None, None, reason)
+    path = writer.commit()
+    return RecordResult(path, writer.rows, builder.span, builder.first, builder.last, reason)
+
+
+async def _supervised(source: Source, ctx: PluginContext, bus: Bus) -> None:
+    async def emit(readings: Any) -> None:
+        await bus.put(ctx.name, readings)
+
+    await supervise(lambda: source.run(emit), ctx.status, ctx.log)
+
+
+class ProgressBar:
+    """Shows how far a long command is: a bar on a terminal, periodic log lines otherwise.
+
+    Args:
+        what: what is being done ("recording", "replaying").
+        total: the amount that means done (seconds of data, rows); 0 or less when unknown.
+        stream: where the bar goes (standard error by default).
+        every: seconds between log lines when ``stream`` is not a terminal.
+    """
+
+    def __init__(self, what: str, total: float, stream: IO[str] | None = None, every: float = 30.0) -> None:
+        self.what, self.total = what, total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = every
+        self.log = logs.get(what)
+        self._last = 0.0
+        self._drawn = False
+
+    def update(self, done: float, detail: str = "") -> None:
+        now = time.monotonic()
+        if now - self._last < (0.1 if self.tty else self.every):
+            return
+        self._last = now
+        share = min(1.0, done / self.total) if self.total > 0 else 0.0
+        if self.tty:
+            bar = "#" * int(30 * share)
+            self.stream.write(f"\r{self.what} [{bar:<30}] {share:4.0%} {detail}\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+        else:
+            self.log.info("progress", percent=round(100 * share, 1), detail=detail)
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def human(seconds: float) -> str:
+    """``5400`` -> ``1h30m``; ``42.5`` -> ``42s``."""
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    parts = [f"{h}h" if h else "", f"{m}m" if m else "", f"{s}s" if s or not (h or m) else ""]
+    return "".join(parts)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Inside a running loop: SIGINT and SIGTERM set ``stop`` instead of raising."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+
+    cfg = load_config(args.config)
+    logs.configure(cfg.agent.log_level, cfg.agent.log_format)
+    pipe = find_pipeline(cfg, args.pipeline, args.config)
+    result = asyncio.run(_record(cfg, pipe, Path(args.out), args.duration))
+    if result.path is None:
+        print(f"record: nothing recorded for pipeline {pipe.name!r} ({result.reason}); no file written")
+        return 1
+    state = "interrupted, kept" if result.reason == "interrupted" else "recorded"
+    print(
+        f"{state} {result.rows} rows spanning {human(result.span)} of pipeline {pipe.name!r} -> {result.path}"
+    )
+    return 0
+
+
+async def _record(cfg: AgentConfig, pipe: PipelineConfig, out: Path, duration: float) -> RecordResult:
+    stop = asyncio.Event()
+    bar = ProgressBar("recording", duration)
+    with stop_on_signals(stop):
+        try:
+            return await record(
+                cfg,
+                pipe,
+                out,
+                duration,
+                stop,
+                lambda span, rows: bar.update(span, f"{human(span)}/{human(duration)} {rows} rows"),
+            )
+        finally:
+            bar.close()
