@@ -15,9 +15,25 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the write, not at configure time.
+
+    A stream captured at configure time can be closed under us (a test harness, a redirected stderr).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
-    """Configure structlog once for the process; ``fmt`` is auto, json or console."""
-    stream = stream or sys.stderr
+    """Configure structlog for the process; ``fmt`` is auto, json or console."""
+    stream = stream or _CurrentStderr()
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -34,10 +50,11 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    # Libraries log through stdlib logging; keep their chatter out unless we are debugging.
-    logging.basicConfig(level=logging.WARNING if level != "debug" else logging.DEBUG, stream=stream)
+    # Libraries log through stdlib logging (its last-resort handler writes to the current stderr).
+    # The plugins translate these libraries' errors and log each episode once; the libraries' own
+    # lines (asyncua logs a traceback on every dropped publish loop) would repeat it noisily.
     for noisy in ("asyncua", "pymodbus", "paho"):
-        logging.getLogger(noisy).setLevel(logging.ERROR if level != "debug" else logging.INFO)
+        logging.getLogger(noisy).setLevel(logging.CRITICAL if level != "debug" else logging.INFO)
 
 
 def get(component: str) -> Any:

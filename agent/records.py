@@ -51,6 +51,14 @@ class Reading:
         return out
 
 
+def numeric(reading: Reading) -> float | None:
+    """The number a pipeline windows from a reading: None when BAD or not numeric (text tags)."""
+    value = reading.value
+    if reading.quality is Quality.BAD or value is None or not isinstance(value, bool | int | float):
+        return None
+    return float(value)
+
+
 def bad(tag: str, ts: float, reason: str) -> Reading:
     """A BAD reading with its reason; the value is ``None`` by contract."""
     return Reading(tag, ts, None, Quality.BAD, reason)

@@ -33,7 +33,7 @@ from agent.outbox import Outbox, open_outbox
 from agent.pipeconfig import PipelineConfig
 from agent.pipeline import Batch, Pipeline, thresholds
 from agent.plugin import ComponentStatus, PluginContext, Sink, Source, State, registry
-from agent.records import Kind, Message, Quality, Reading
+from agent.records import Kind, Message, Reading, numeric
 from agent.reload import reload
 from agent.supervise import supervise
 
@@ -78,15 +78,6 @@ class SinkRun:
     outbox: Outbox
     kinds: frozenset[str] = field(default_factory=frozenset)
     task: asyncio.Task[None] | None = None
-
-
-def _value(reading: Reading) -> float:
-    if reading.quality is Quality.BAD or reading.value is None:
-        return np.nan
-    value = reading.value
-    if isinstance(value, bool | int | float):
-        return float(value)
-    return np.nan  # text tags cannot be windowed; they still reach sinks as readings
 
 
 class Runtime:
@@ -261,7 +252,8 @@ class Runtime:
                 routes = self.routes  # re-read per batch: a reload may have replaced it
                 for r in readings:
                     targets = routes.get(r.tag)
-                    value = _value(r)
+                    number = numeric(r)
+                    value = np.nan if number is None else number
                     if value == value:
                         last_good[r.tag] = now  # arrival time: a PLC clock may be off
                     if targets:

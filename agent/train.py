@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +201,7 @@ def fit(
         q_limit=q_limit,
         threshold=1.0,
         clear_threshold=opts.clear_threshold,
-        normal_low=center - opts.normal_sigmas * scale,
+        normal_low=_floor_nonnegative(names, center - opts.normal_sigmas * scale),
         normal_high=center + opts.normal_sigmas * scale,
         explained=explained,
         n_train=int(x.shape[0]),
@@ -364,3 +364,12 @@ def fit_and_export(
         )
         written_card = modelcard.write_text(card_path, text)
     return FitResult(model, scores, model_path, written_card, written_png, digest)
+
+
+# Features that cannot be negative: a band reaching below zero would read as nonsense on an alert.
+NONNEGATIVE = ("std", "p2p", "rms", "crest")
+
+
+def _floor_nonnegative(names: Sequence[str], low: Array) -> Array:
+    floor = np.array([0.0 if n.rsplit(".", 1)[-1] in NONNEGATIVE else -np.inf for n in names])
+    return np.maximum(low, floor)

@@ -24,7 +24,8 @@ class ReplayConfig(SourceConfig):
     CSV: a header row, one timestamp column and one column per tag (wide). JSONL: either wide objects
     (``{"timestamp": ..., "temp": 21.5}``) or long ones (``{"ts": ..., "tag": "temp", "value": 21.5}``).
     Timestamps are epoch seconds, epoch milliseconds (values above 1e11) or ISO-8601 (UTC when no zone).
-    An empty cell is no reading; a cell that is not a number is a BAD reading with the reason.
+    An empty cell is a BAD reading ("missing value"), never a zero; a cell that is not a number is a
+    BAD reading with the reason.
     """
 
     type: Literal["replay"] = "replay"
