@@ -84,10 +84,13 @@ def explain(
     else:
         return [], ""
     order = [int(i) for i in np.argsort(-np.nan_to_num(rank, nan=-np.inf)) if np.isfinite(rank[i])]
+    combination = False
     if z is not None:
-        # Contributions spread over correlated features; name only those actually outside normal,
-        # unless none is (then the largest contributors are the best explanation there is).
+        # Contributions spread over correlated features; name only those actually outside normal.
+        # When none is, the relation between features broke (e.g. vibration up at the same load):
+        # the largest contributors are then the best explanation, and the summary says so.
         outside = [i for i in order if np.isfinite(z[i]) and abs(z[i]) >= OUTSIDE_SIGMA]
+        combination = not outside
         order = outside or order
     order = order[:top]
     items: list[dict[str, object]] = []
@@ -110,7 +113,10 @@ def explain(
             }
         )
         phrases.append(_phrase(name, value, zi, band))
-    return items, "; ".join(phrases)
+    summary = "; ".join(phrases)
+    if combination and phrases:
+        summary = "no single feature outside its normal range, but an unusual combination of: " + summary
+    return items, summary
 
 
 def _phrase(name: str, value: float | None, z: float | None, band: list[float | None] | None) -> str:

@@ -56,3 +56,11 @@ def test_a_contributor_inside_its_normal_band_is_not_named() -> None:
     top, summary = explain(names, np.array([5.0, -0.3, 2.5]), np.array([0.5, 0.4, 0.1]), normal, top=3)
     assert [t["feature"] for t in top] == ["vibration.std", "flow.mean"]
     assert "speed" not in summary
+
+
+def test_a_broken_relation_with_every_feature_in_range_says_so() -> None:
+    names = ["vibration_rms.mean", "motor_current.mean"]
+    normal = Normal(center=np.zeros(2), scale=np.ones(2))
+    top, summary = explain(names, np.array([1.4, -0.1]), np.array([0.7, 0.3]), normal, top=2)
+    assert [t["feature"] for t in top] == ["vibration_rms.mean", "motor_current.mean"]
+    assert summary.startswith("no single feature outside its normal range, but an unusual combination of: ")
