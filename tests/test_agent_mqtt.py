@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.mosquitto import Mosquitto, Subscriber, running_mosquitto
-from tests.onnx_models import zscore_model
-from tests.test_end_to_end import make_data
+from tests.pump import make_data, make_model, source_and_pipeline
 
 CONFIG = """
 [agent]
@@ -30,28 +29,7 @@ shutdown_timeout = "20s"
 [health]
 enabled = false
 
-[[sources]]
-type = "replay"
-name = "rec"
-path = "data.csv"
-speed = 40
-[[sources.tags]]
-name = "bearing_temp"
-[[sources.tags]]
-name = "vibration"
-
-[[pipelines]]
-name = "pump"
-tags = ["bearing_temp", "vibration"]
-features = ["mean", "std"]
-model = "model.onnx"
-[pipelines.window]
-length = "10s"
-hop = "5s"
-[pipelines.alert]
-raise_after = 2
-clear_after = 2
-
+{pump}
 [[sinks]]
 type = "mqtt"
 host = "127.0.0.1"
@@ -86,9 +64,10 @@ def wait(predicate, within: float = 60) -> None:  # type: ignore[no-untyped-def]
 
 def test_outage_and_sigkill_lose_nothing(tmp_path: Path, mosquitto: Mosquitto) -> None:
     make_data(tmp_path / "data.csv", seconds=600, anomaly=(300, 400))
-    names = ["bearing_temp.mean", "bearing_temp.std", "vibration.mean", "vibration.std"]
-    zscore_model(tmp_path / "model.onnx", names, [45, 0.5, 1.0, 0.05], [1.0, 0.3, 0.05, 0.03], threshold=4.0)
-    (tmp_path / "edge.toml").write_text(CONFIG.format(port=mosquitto.port))
+    make_model(tmp_path / "model.onnx")
+    (tmp_path / "edge.toml").write_text(
+        CONFIG.format(port=mosquitto.port, pump=source_and_pipeline(speed=40))
+    )
     sub = Subscriber(mosquitto.port, "plant/#")
     try:
         first = spawn(tmp_path)
@@ -127,11 +106,10 @@ def test_sighup_with_fixed_credentials_delivers_what_was_buffered(
     from tests.mosquitto import PASSWORD, USER
 
     make_data(tmp_path / "data.csv", seconds=600, anomaly=(1000, 1000))
-    names = ["bearing_temp.mean", "bearing_temp.std", "vibration.mean", "vibration.std"]
-    zscore_model(tmp_path / "model.onnx", names, [45, 0.5, 1.0, 0.05], [1.0, 0.3, 0.05, 0.03], threshold=4.0)
+    make_model(tmp_path / "model.onnx")
     secret = tmp_path / "mqtt-password"
     secret.write_text("wrong\n")
-    config = CONFIG.format(port=mosquitto.auth_port).replace("speed = 40", 'speed = 20\nat_end = "idle"')
+    config = CONFIG.format(port=mosquitto.auth_port, pump=source_and_pipeline(speed=20, at_end="idle"))
     config += f'username = "{USER}"\npassword_file = "{secret}"\n'
     (tmp_path / "edge.toml").write_text(config)
     sub = Subscriber(mosquitto.port, "plant/#")  # the anonymous listener shares the broker's topics

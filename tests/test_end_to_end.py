@@ -10,41 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from agent.cli import main
-from tests.onnx_models import zscore_model
+from tests.pump import make_data, make_model, source_and_pipeline
 
 CONFIG = """
 [agent]
 id = "line1"
 state_dir = "state"
 status_interval = "1h"
-
-[[sources]]
-type = "replay"
-name = "rec"
-path = "data.csv"
-speed = {speed}
-at_end = "{at_end}"
-[[sources.tags]]
-name = "bearing_temp"
-[[sources.tags]]
-name = "vibration"
-
-[[pipelines]]
-name = "pump"
-tags = ["bearing_temp", "vibration"]
-features = ["mean", "std"]
-model = "model.onnx"
-[pipelines.window]
-length = "10s"
-hop = "5s"
-[pipelines.alert]
-raise_after = 2
-clear_after = 2
-top = 2
-
+{pump}
 [[sinks]]
 type = "jsonl"
 path = "out.jsonl"
@@ -52,26 +26,11 @@ kinds = ["alert", "features", "status"]
 """
 
 
-def make_data(path: Path, seconds: int = 600, anomaly: tuple[int, int] = (300, 400)) -> None:
-    rng = np.random.default_rng(7)
-    lines = ["timestamp,bearing_temp,vibration"]
-    t0 = 1_700_000_000
-    for t in range(seconds):
-        temp = 45 + rng.normal(0, 0.5) + (12 if anomaly[0] <= t < anomaly[1] else 0)
-        vib = 1.0 + rng.normal(0, 0.05)
-        if t == 200:
-            lines.append(f"{t0 + t},,{vib:.4f}")  # a gap: no reading, never a zero
-        else:
-            lines.append(f"{t0 + t},{temp:.4f},{vib:.4f}")
-    path.write_text("\n".join(lines) + "\n")
-
-
 def setup(tmp_path: Path, speed: float = 0, at_end: str = "stop") -> Path:
     make_data(tmp_path / "data.csv")
-    names = ["bearing_temp.mean", "bearing_temp.std", "vibration.mean", "vibration.std"]
-    zscore_model(tmp_path / "model.onnx", names, [45, 0.5, 1.0, 0.05], [1.0, 0.3, 0.05, 0.03], threshold=4.0)
+    make_model(tmp_path / "model.onnx")
     path = tmp_path / "edge.toml"
-    path.write_text(CONFIG.format(speed=speed, at_end=at_end))
+    path.write_text(CONFIG.format(pump=source_and_pipeline(speed, at_end)))
     return path
 
 

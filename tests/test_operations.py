@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
-from tests.test_end_to_end import make_data
+from tests.pump import make_data, source_and_pipeline
 
 BASE = """
 [agent]
@@ -29,25 +29,7 @@ model_check_interval = "200ms"
 [health]
 port = {port}
 
-[[sources]]
-type = "replay"
-name = "rec"
-path = "data.csv"
-speed = 20
-at_end = "loop"
-[[sources.tags]]
-name = "bearing_temp"
-[[sources.tags]]
-name = "vibration"
-
-[[pipelines]]
-name = "pump"
-tags = ["bearing_temp", "vibration"]
-features = ["mean", "std"]
-[pipelines.window]
-length = "10s"
-hop = "5s"
-{extra}
+{pump}{extra}
 [[sinks]]
 type = "jsonl"
 path = "out.jsonl"
@@ -104,7 +86,8 @@ def folder(tmp_path: Path) -> Path:
 
 
 def write(folder: Path, port: int, extra: str = "") -> None:
-    (folder / "edge.toml").write_text(BASE.format(port=port, extra=extra))
+    pump = source_and_pipeline(speed=20, at_end="loop", model=False)
+    (folder / "edge.toml").write_text(BASE.format(port=port, pump=pump, extra=extra))
 
 
 @pytest.fixture
@@ -183,7 +166,9 @@ def test_sighup_applies_a_valid_change_and_refuses_an_invalid_one(folder: Path) 
     try:
         agent.wait_for(lambda: sum(m["key"] == "pump" for m in agent.lines()) >= 3)
         (folder / "edge.toml").write_text(
-            BASE.format(port=port, extra="").replace("[agent]", "[agent]\nbogus = 1")
+            BASE.format(port=port, pump=source_and_pipeline(20, "loop", model=False), extra="").replace(
+                "[agent]", "[agent]\nbogus = 1"
+            )
         )
         agent.proc.send_signal(signal.SIGHUP)
         agent.wait_for(lambda: "reload refused" in agent.log())
