@@ -161,18 +161,21 @@ async def test_black_hole_is_caught_by_the_watchdog_and_the_client_recreated(
     ctx = source.ctx
     async with BlackHoleProxy(proxy_port, port) as proxy:
         run = supervise(lambda: source.run(got), ctx.status, ctx.log, Backoff(base=0.1, cap=0.5))
-        async with running(run):
-            await got.wait_for(lambda: ctx.status.state is State.UP)
-            proxy.freeze()
-            # Wait on the failure counter, not the DOWN state: recovery can be quicker than any poll.
-            async with asyncio.timeout(20):
-                while ctx.status.failures < 1:  # noqa: ASYNC110 - status has no change event
-                    await asyncio.sleep(0.05)
-            assert ctx.status.last_error is not None and "connected but silent" in ctx.status.last_error
-            await plant.set_all(99.0)
-            await got.wait_for(lambda: (r := got.latest("v0")) is not None and r.value == 99.0)
-            assert ctx.status.state is State.UP
-        await asyncio.sleep(1.5)  # let the orphaned server-side session time out
+        with capture_logs() as logs:
+            async with running(run):
+                await got.wait_for(lambda: ctx.status.state is State.UP)
+                proxy.freeze()
+                # Wait on the failure counter, not the DOWN state: recovery can be quicker than any poll
+                # (and clears last_error), so the reason is checked in the log line the operator sees.
+                async with asyncio.timeout(20):
+                    while ctx.status.failures < 1:  # noqa: ASYNC110 - status has no change event
+                        await asyncio.sleep(0.05)
+                await plant.set_all(99.0)
+                await got.wait_for(lambda: (r := got.latest("v0")) is not None and r.value == 99.0)
+                assert ctx.status.state is State.UP
+            await asyncio.sleep(1.5)  # let the orphaned server-side session time out
+    lost = [e for e in logs if e["event"] == "connection lost"]
+    assert len(lost) == 1 and "connected but silent" in lost[0]["error"]
 
 
 async def test_absolute_deadband_and_trigger_reach_the_server(
