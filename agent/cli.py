@@ -76,16 +76,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 async def _connect_all(cfg: Any) -> int:
-    from agent.plugin import ComponentStatus, PluginContext, registry
+    from agent.plugin import build
 
     failures = 0
     kinds: tuple[tuple[Any, Literal["source", "sink"]], ...] = ((cfg.sources, "source"), (cfg.sinks, "sink"))
     for section, kind in kinds:
-        specs = registry(kind)
         for item in section:
-            name = item.name or item.type
-            ctx = PluginContext(name, cfg.agent.id, cfg.agent.state_dir, ComponentStatus(name, kind))
-            impl: Any = specs[item.type].load()(item, ctx)
+            impl, ctx = build(kind, item, cfg.agent.id, cfg.agent.state_dir)
+            name = ctx.name
             try:
                 if kind == "source":
                     readings = await asyncio.wait_for(impl.read_once(), 30)
@@ -108,16 +106,14 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 async def _once(cfg: Any, as_json: bool) -> int:
-    from agent.plugin import ComponentStatus, PluginContext, registry
+    from agent.plugin import build
 
-    specs = registry("source")
     failed = 0
     for src in cfg.sources:
         if not src.enabled:
             continue
-        ctx = PluginContext(src.name, cfg.agent.id, cfg.agent.state_dir, ComponentStatus(src.name, "source"))
         try:
-            source: Any = specs[src.type].load()(src, ctx)
+            source, _ = build("source", src, cfg.agent.id, cfg.agent.state_dir)
             readings = await asyncio.wait_for(source.read_once(), 60)
         except (EdgeAgentError, OSError, TimeoutError) as exc:
             failed += 1

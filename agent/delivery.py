@@ -2,9 +2,9 @@
 
 The runner runs ``supervise(lambda: deliver(sink, outbox, batch), status, log)``: the supervisor is the one
 owner of reconnects. ``deliver`` connects the sink, then loops take -> publish -> ack. A sink whose
-``publish`` may run concurrently (the MQTT sink: the broker acknowledges in order) sets an integer
-attribute ``window`` > 1, and that many batches are in flight at once, which hides the round trip of the
-last acknowledgement of each batch.
+``publish`` may run concurrently (the MQTT sink: the broker acknowledges in order) sets ``Sink.window`` above
+1, and that many batches are in flight at once, which hides the round trip of the last acknowledgement of
+each batch.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from agent.errors import TransientError
 from agent.outbox import Outbox
 from agent.plugin import Sink
-from agent.records import Envelope, Message
-
-__all__ = ["Outbox", "accepts", "deliver"]
+from agent.records import Envelope
 
 
 async def deliver(sink: Sink, outbox: Outbox, batch_size: int) -> None:
@@ -57,8 +55,3 @@ async def _publish(sink: Sink, outbox: Outbox, batch: Sequence[Envelope], slots:
     await sink.publish(batch)
     outbox.ack(batch)
     slots.release()
-
-
-def accepts(kinds: list[str], message: Message) -> bool:
-    """Whether a sink configured with ``kinds`` receives ``message``."""
-    return message.kind.value in kinds

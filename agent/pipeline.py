@@ -75,18 +75,14 @@ class Pipeline:
 
     def featurize(self, windows: list[Window]) -> Batch:
         rows = [feats.compute(w.values, w.times, self.cfg.features) for w in windows]
-        coverage = np.array([float(w.coverage().min()) for w in windows])
+        per_tag = [w.coverage() for w in windows]
+        coverage = np.array([float(c.min()) for c in per_tag])
+        least = self.cfg.window.min_coverage
         reasons: list[str | None] = []
-        for w, cov in zip(windows, coverage, strict=True):
-            if cov < self.cfg.window.min_coverage:
-                low = [
-                    t
-                    for t, c in zip(self.tags, w.coverage(), strict=True)
-                    if c < self.cfg.window.min_coverage
-                ]
-                reasons.append(
-                    f"low coverage {cov:.2f} < {self.cfg.window.min_coverage:.2f} ({', '.join(low[:5])})"
-                )
+        for tags_cov, cov in zip(per_tag, coverage, strict=True):
+            if cov < least:
+                low = [t for t, c in zip(self.tags, tags_cov, strict=True) if c < least]
+                reasons.append(f"low coverage {cov:.2f} < {least:.2f} ({', '.join(low[:5])})")
             else:
                 reasons.append(None)
         return Batch(windows, np.vstack(rows), coverage, reasons)

@@ -184,6 +184,30 @@ class PluginSpec:
         return resources.files(module).joinpath(name).read_text(encoding="utf-8")
 
 
+def build(
+    kind: Literal["source", "sink"],
+    cfg: SourceConfig | SinkConfig,
+    agent_id: str,
+    state_dir: Path,
+    info: dict[str, Any] | None = None,
+) -> tuple[Any, PluginContext]:
+    """An instance of the plugin ``cfg`` names, with its own context, status and logger.
+
+    Every caller (the runtime, ``check --connect``, ``once``, ``record``) builds plugins this way, so a
+    plugin sees the same context wherever it runs.
+    """
+    name = cfg.name or cfg.type
+    ctx = PluginContext(
+        name=name,
+        agent_id=agent_id,
+        state_dir=state_dir,
+        status=ComponentStatus(name=name, kind=kind),
+        log=structlog.get_logger().bind(component=f"{kind}:{name}"),
+        info=info if info is not None else {},
+    )
+    return registry(kind)[cfg.type].load()(cfg, ctx), ctx
+
+
 def registry(kind: Literal["source", "sink"]) -> dict[str, PluginSpec]:
     """Built-in plugins of one kind plus those installed through the ``edge_agent.plugins`` entry points."""
     from importlib.metadata import entry_points

@@ -41,7 +41,7 @@ from agent.bus import Bus
 from agent.config import AgentConfig
 from agent.errors import ConfigError, ConfigIssue
 from agent.pipeconfig import PipelineConfig
-from agent.plugin import ComponentStatus, PluginContext, Source, registry
+from agent.plugin import PluginContext, Source, build
 from agent.records import Reading, numeric
 from agent.supervise import supervise
 
@@ -144,18 +144,12 @@ class RecordResult:
 def build_sources(cfg: AgentConfig, tags: Sequence[str]) -> list[tuple[Source, PluginContext]]:
     """Instances of the enabled sources that read at least one of ``tags``."""
     cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
-    specs = registry("source")
     wanted = set(tags)
-    out = []
-    for src in cfg.sources:
-        if not src.enabled or not wanted & {t.name for t in src.tags}:
-            continue
-        status = ComponentStatus(name=src.name, kind="source")
-        ctx = PluginContext(
-            src.name, cfg.agent.id, cfg.agent.state_dir, status, log=logs.get(f"source:{src.name}")
-        )
-        out.append((specs[src.type].load()(src, ctx), ctx))
-    return out
+    return [
+        build("source", src, cfg.agent.id, cfg.agent.state_dir)
+        for src in cfg.sources
+        if src.enabled and wanted & {t.name for t in src.tags}
+    ]
 
 
 async def record(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from agent.observe import Observer
 from agent.outbox import Outbox, open_outbox
 from agent.pipeconfig import PipelineConfig
 from agent.pipeline import Batch, Pipeline, thresholds
-from agent.plugin import ComponentStatus, PluginContext, Sink, Source, State, registry
+from agent.plugin import ComponentStatus, PluginContext, Sink, Source, State, build
 from agent.records import Kind, Message, Reading, numeric
 from agent.reload import reload
 from agent.supervise import supervise
@@ -107,16 +107,6 @@ class Runtime:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._pending_readings: dict[str, list[Reading]] = {}
 
-    def _ctx(self, name: str, kind: Literal["source", "sink"]) -> PluginContext:
-        return PluginContext(
-            name=name,
-            agent_id=self.cfg.agent.id,
-            state_dir=self.cfg.agent.state_dir,
-            status=ComponentStatus(name=name, kind=kind),
-            log=logs.get(f"{kind}:{name}"),
-            info=self.info,
-        )
-
     @property
     def wants_readings(self) -> bool:
         return any("readings" in s.kinds for s in self.sinks.values())
@@ -124,12 +114,11 @@ class Runtime:
     def start_sink(self, cfg: SinkConfig, outbox: Outbox | None = None) -> None:
         """Create the sink and its delivery task; reuse ``outbox`` (a reload keeps what it holds)."""
         assert self._tg is not None
-        name = cfg.name or cfg.type
-        ctx = self._ctx(name, "sink")
+        agent = self.cfg.agent
+        impl, ctx = build("sink", cfg, agent.id, agent.state_dir, self.info)
+        name = ctx.name
         if outbox is None:
-            path = self.cfg.agent.state_dir / f"outbox-{name}.sqlite"
-            outbox = open_outbox(cfg.outbox, path, log=ctx.log)
-        impl: Sink = registry("sink")[cfg.type].load()(cfg, ctx)
+            outbox = open_outbox(cfg.outbox, agent.state_dir / f"outbox-{name}.sqlite", log=ctx.log)
         run = SinkRun(cfg, impl, ctx, outbox, frozenset(cfg.kinds))
         self.sinks[name] = run
         work = lambda: deliver(run.impl, run.outbox, run.cfg.outbox.batch)  # noqa: E731
@@ -137,8 +126,7 @@ class Runtime:
 
     def start_source(self, cfg: SourceConfig) -> None:
         assert self._tg is not None
-        ctx = self._ctx(cfg.name, "source")
-        impl: Source = registry("source")[cfg.type].load()(cfg, ctx)
+        impl, ctx = build("source", cfg, self.cfg.agent.id, self.cfg.agent.state_dir, self.info)
         run = SourceRun(cfg, impl, ctx)
         self.sources[cfg.name] = run
         observer, bus, name = self.observer, self.bus, cfg.name
