@@ -8,27 +8,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from agent import __version__, logs
+from agent import __version__
 from agent.errors import ConfigError, EdgeAgentError
-
-# Plugins that add commands: each module has add_commands(subparsers). Missing ones are skipped.
-PLUGIN_COMMANDS = ("plugins.opcua.cli", "plugins.simulator.cli", "agent.learn")
+from agent.ops import logs
 
 
 def _load(path: str) -> Any:
-    from agent.config import load_config
+    from agent.config.load import load_config
 
     return load_config(path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.runner import Runtime, run_until_stopped
+    from agent.runtime.core import Runtime, run_until_stopped
 
     cfg = _load(args.config)
     logs.configure(cfg.agent.log_level, cfg.agent.log_format)
@@ -38,8 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from agent.features import feature_names
-    from agent.runner import load_models
+    from agent.runtime.parts import load_models
+    from agent.stream.features import feature_names
 
     cfg = _load(args.config)
     slots = load_models(cfg, args.config)
@@ -129,21 +126,19 @@ async def _once(cfg: Any, as_json: bool) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from agent.plugin import registry
-    from plugins import BUILTIN
+    from agent.plugin import DIST, installed
 
-    builtin = {(s.kind, s.type) for s in BUILTIN}
     kinds: tuple[Literal["source", "sink"], ...] = ("source", "sink")
     for kind in kinds:
         print(f"{kind}s:")
-        for spec in registry(kind).values():
-            origin = "built-in" if (kind, spec.type) in builtin else "entry point"
+        for spec, dist in installed(kind):
+            origin = "built-in" if dist == DIST else "entry point"
             print(f"  {spec.type:<10} {spec.summary}  [{origin}]")
     return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from agent.config import config_model
+    from agent.config.load import config_model
 
     print(json.dumps(config_model().model_json_schema(), indent=2))
     return 0
@@ -186,12 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("schema", cmd_schema, "print the JSON Schema of the config file (for editors)", config=False)
     sample = add("sample", cmd_sample, "print a plugin's sample config", config=False)
     sample.add_argument("plugin", help="plugin type, e.g. modbus")
-    for module in PLUGIN_COMMANDS:
-        try:
-            importlib.import_module(module).add_commands(sub)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    from agent.demo import add_demo_command
+    from agent.learn.commands import add_commands
+    from agent.plugin import command_adders
+
+    add_commands(sub)
+    add_demo_command(sub)
+    for add_plugin_commands in command_adders():
+        add_plugin_commands(sub)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 Steps: start the simulator in-process, fast-forwarded; find an MQTT broker (the one at ``--broker`` when
 it answers, else a ``mosquitto`` started on a free port with a temp config, else none); write an agent
-config into the state folder; record the warm-up with ``agent.record``; train with ``agent.learn``; run
+config into the state folder; record the warm-up with ``agent.learn.record``; train with ``agent.learn``; run
 the real runtime on the simulator's faults with a pretty stdout sink for alerts and an MQTT sink.
 
 Why a local ``mosquitto`` and not an embedded pure-Python broker: mosquitto is what users deploy, so the
@@ -30,12 +30,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import logs
-from agent.configbase import parse_duration
+from agent.config.base import parse_duration
 from agent.errors import ModelError
+from agent.ops import logs
 
 PREFIX = "edge-agent-demo"
 AGENT_ID = "demo"
+
+
+def simulator() -> Any:
+    """The simulator plugin's tool module, through the ``edge_agent.tools`` entry point."""
+    from agent.plugin import tool
+
+    return tool("simulator")
 
 
 def add_demo_command(sub: Any) -> None:
@@ -72,7 +79,7 @@ def add_demo_command(sub: Any) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from plugins.simulator.scenario import load_scenario
+    load_scenario = simulator().load_scenario
 
     scenario = load_scenario(args.scenario)
     if args.speed <= 0:
@@ -184,7 +191,8 @@ def _q(text: str) -> str:
 
 def demo_config(scenario: Any, opcua_port: int, modbus_port: int, speed: float, broker: Broker | None) -> str:
     """The agent config of the demo: simulator sources, one pipeline over the pump, stdout and MQTT sinks."""
-    from plugins.simulator.mapping import opcua_endpoint, signal_map, sources_toml
+    sim = simulator()
+    opcua_endpoint, signal_map, sources_toml = sim.opcua_endpoint, sim.signal_map, sim.sources_toml
 
     period = max(speed / scenario.update_hz, 1.0)
     signals = signal_map(scenario)
@@ -254,7 +262,7 @@ def demo_config(scenario: Any, opcua_port: int, modbus_port: int, speed: float, 
 async def _demo(
     args: argparse.Namespace, scenario: Any, warmup: float, end: float | None, state: Path
 ) -> int:
-    from agent.record import stop_on_signals
+    from agent.learn.record import stop_on_signals
 
     interrupted = asyncio.Event()  # Ctrl-C or SIGTERM, in any phase
     with stop_on_signals(interrupted):
@@ -269,7 +277,7 @@ async def _run_demo(
     state: Path,
     interrupted: asyncio.Event,
 ) -> int:
-    from plugins.simulator.servers import run_simulator
+    run_simulator = simulator().run_simulator
 
     broker = await find_broker(args.broker, state)
     try:
@@ -307,10 +315,11 @@ async def _learn_then_run(
     speed: float,
     interrupted: asyncio.Event,
 ) -> int:
-    from agent.config import load_config
-    from agent.learn import summary, train_pipeline
-    from agent.record import human, record
-    from agent.runner import Runtime
+    from agent.config.load import load_config
+    from agent.learn.commands import summary
+    from agent.learn.record import human, record
+    from agent.learn.trainer import train_pipeline
+    from agent.runtime.core import Runtime
 
     cfg = load_config(config)
     pipe = cfg.pipelines[0]

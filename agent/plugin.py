@@ -1,7 +1,9 @@
 """The narrow interfaces every source and sink implements, and how they are found.
 
-Built-in plugins are listed in a plain dict in ``plugins/__init__.py``; third-party packages add theirs
-through the ``edge_agent.plugins`` entry-point group, each entry pointing at a ``PluginSpec``.
+Built-in plugins are listed in a plain list in ``plugins/__init__.py``, which this distribution registers
+in the ``edge_agent.plugins`` entry-point group; third-party packages add theirs to the same group, each
+entry pointing at a ``PluginSpec``. Plugin CLI commands come through ``edge_agent.commands`` and helper
+objects (the simulator the demo drives) through ``edge_agent.tools``, so ``agent`` never imports ``plugins``.
 A plugin's implementation module (the one importing a protocol library) is imported only when the
 plugin is used, so ``edge-agent check`` on a Modbus config never imports asyncua.
 
@@ -22,8 +24,13 @@ from typing import Any, Literal
 
 import structlog
 
-from agent.configbase import SinkConfig, SourceConfig
+from agent.config.base import SinkConfig, SourceConfig
 from agent.records import Envelope, Reading
+
+DIST = "edge-agent"
+PLUGIN_GROUP = "edge_agent.plugins"
+COMMAND_GROUP = "edge_agent.commands"
+TOOL_GROUP = "edge_agent.tools"
 
 Emit = Callable[[Sequence[Reading]], Awaitable[None]]
 """What a source calls with each batch of readings; may wait when the bus policy is ``block``."""
@@ -209,14 +216,44 @@ def build(
 
 
 def registry(kind: Literal["source", "sink"]) -> dict[str, PluginSpec]:
-    """Built-in plugins of one kind plus those installed through the ``edge_agent.plugins`` entry points."""
+    """Every plugin of one kind installed through the ``edge_agent.plugins`` entry points.
+
+    An entry point names a ``PluginSpec`` or a list of them (the built-ins are the list
+    ``plugins:BUILTIN``). This distribution's own entry points come first, so a third-party plugin
+    cannot take over a built-in type name. ``agent`` never imports ``plugins`` directly: this is the door.
+    """
+
+    return {spec.type: spec for spec, _ in installed(kind)}
+
+
+def installed(kind: Literal["source", "sink"]) -> list[tuple[PluginSpec, str]]:
+    """``(spec, distribution name)`` of every plugin of one kind, first come first kept (see ``registry``)."""
     from importlib.metadata import entry_points
 
-    from plugins import BUILTIN
+    seen: set[str] = set()
+    out: list[tuple[PluginSpec, str]] = []
+    eps = sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.dist is None or ep.dist.name != DIST)
+    for ep in eps:
+        loaded = ep.load()
+        for spec in loaded if isinstance(loaded, list) else [loaded]:
+            if isinstance(spec, PluginSpec) and spec.kind == kind and spec.type not in seen:
+                seen.add(spec.type)
+                out.append((spec, ep.dist.name if ep.dist else "?"))
+    return out
 
-    found = {spec.type: spec for spec in BUILTIN if spec.kind == kind}
-    for ep in entry_points(group="edge_agent.plugins"):
-        spec = ep.load()
-        if isinstance(spec, PluginSpec) and spec.kind == kind and spec.type not in found:
-            found[spec.type] = spec
-    return found
+
+def tool(name: str) -> Any:
+    """The object a plugin offers under ``name`` in the ``edge_agent.tools`` entry points (the demo's
+    simulator, say); ``LookupError`` when no installed package offers it."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=TOOL_GROUP, name=name):
+        return ep.load()
+    raise LookupError(f"no installed plugin offers the tool {name!r} (entry point group {TOOL_GROUP})")
+
+
+def command_adders() -> list[Callable[[Any], None]]:
+    """``add_commands(subparsers)`` of every plugin in the ``edge_agent.commands`` entry points."""
+    from importlib.metadata import entry_points
+
+    return [ep.load() for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name)]

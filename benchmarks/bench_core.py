@@ -48,7 +48,7 @@ def bare_rss_kib(*script: str) -> int:
 
 
 def write_config(folder: Path, tags: int, per_pipeline: int, features: list[str]) -> Path:
-    from agent.features import feature_names
+    from agent.stream.features import feature_names
     from tests.onnx_models import zscore_model
 
     lines = [
@@ -73,9 +73,9 @@ def write_config(folder: Path, tags: int, per_pipeline: int, features: list[str]
 
 
 async def drive(config: Path, tags: int, seconds: int, rate_hz: float) -> dict[str, float]:
-    from agent.config import load_config
+    from agent.config.load import load_config
     from agent.records import Reading
-    from agent.runner import Runtime
+    from agent.runtime.core import Runtime
 
     cfg = load_config(config, {})
     runtime = Runtime(cfg, str(config))

@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import paho.mqtt.client as mqtt
 
-from agent.delivery import deliver
-from agent.envelope import dumps, wire
-from agent.outbox import MemoryOutbox
-from agent.outbox_sqlite import SqliteOutbox
+from agent.delivery.deliver import deliver
+from agent.delivery.envelope import dumps, wire
+from agent.delivery.outbox import MemoryOutbox
+from agent.delivery.sqlite_store import SqliteOutbox
 from agent.plugin import ComponentStatus, PluginContext, State
 from agent.records import Envelope, Kind, Message
 from agent.supervise import Backoff, supervise

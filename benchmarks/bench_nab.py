@@ -38,10 +38,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent import logs  # noqa: E402
-from agent.config import load_config  # noqa: E402
-from agent.learn import train_pipeline, training_windows  # noqa: E402
-from agent.runner import Runtime  # noqa: E402
+from agent.config.load import load_config  # noqa: E402
+from agent.learn.trainer import train_pipeline, training_windows  # noqa: E402
+from agent.ops import logs  # noqa: E402
+from agent.runtime.core import Runtime  # noqa: E402
 
 TRAIN_SHARE = 0.15
 LENGTH, HOP = 12, 1  # window length and hop, in samples of the series' own period

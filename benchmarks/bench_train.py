@@ -2,7 +2,7 @@
 
 Each row compares our code with the same work done by the bare library in the same run:
 
-* fit: ``agent.train.fit`` (robust scaling, PCA, 5-fold out-of-fold limits) vs a bare numpy PCA
+* fit: ``agent.learn.fit.fit`` (robust scaling, PCA, 5-fold out-of-fold limits) vs a bare numpy PCA
   (covariance + ``eigh``) of the same matrix;
 * score: the exported model run by onnxruntime vs a bare onnxruntime graph doing one ``MatMul`` of the
   same shape (the floor of any ONNX call), at batch 1 and 256;
@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent import onnx_export
-from agent.train import fit
+from agent.learn import export as onnx_export
+from agent.learn.fit import fit
 
 
 def free_port() -> int:

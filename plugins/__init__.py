@@ -1,6 +1,8 @@
-"""Built-in plugins. The registry is this plain list; third parties use the ``edge_agent.plugins``
-entry-point group (see ``agent.plugin.registry``). Only the modules named in ``impl`` import protocol
-libraries, and only when a config uses them."""
+"""Built-in plugins: this plain list, registered as ``builtin = "plugins:BUILTIN"`` in the
+``edge_agent.plugins`` entry-point group (see ``agent.plugin.registry``), the same door third parties use.
+Only the modules named in ``impl`` import protocol libraries, and only when a config uses them.
+
+Plugins import ``agent`` (its contracts); ``agent`` reaches plugins only through entry points."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.alerts import AlertState, Normal, Transition, explain
+from agent.stream.alerts import AlertState, Normal, Transition, explain
 
 
 def run(state: AlertState, scores: list[float]) -> list[tuple[int, Transition]]:

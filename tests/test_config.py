@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.config import load_config
+from agent.config.load import load_config
 from tests.onnx_models import zscore_model
 
 GOOD = """

@@ -20,8 +20,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from agent.health import HealthConfig, HealthServer, LoopMonitor
-from agent.metrics import MetricsSnapshot
+from agent.config.sections import HealthConfig
+from agent.ops.health import HealthServer, LoopMonitor
+from agent.ops.metrics import MetricsSnapshot
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,7 +356,7 @@ def test_example_config_points_at_the_compose_services() -> None:
 
 
 def test_example_config_validates() -> None:
-    from agent.config import load_config
+    from agent.config.load import load_config
 
     cfg = load_config(DEPLOY / "config.toml", environ={})
     assert cfg.health.enabled and cfg.health.port == 9108  # what the HEALTHCHECK probes

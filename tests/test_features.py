@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.features import FEATURES, compute, feature_names
+from agent.stream.features import FEATURES, compute, feature_names
 
 
 def flat(m2: float, mean: float) -> bool:

@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.config.sections import HealthConfig
 from agent.errors import FatalError
-from agent.health import HealthConfig, HealthServer, LoopMonitor, readiness
-from agent.metrics import (
+from agent.ops.health import HealthServer, LoopMonitor, readiness
+from agent.ops.metrics import (
     CONTENT_TYPE,
     BusMetrics,
     Histogram,

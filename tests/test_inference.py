@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.errors import ModelError
-from agent.inference import ModelSlot, load
+from agent.stream.inference import ModelSlot, load
 from tests.onnx_models import zscore_model
 
 NAMES = ["t.mean", "t.std", "v.mean"]

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from agent.cli import main
-from agent.config import load_config
-from agent.learn import training_windows
-from agent.record import RowBuilder, record
+from agent.config.load import load_config
+from agent.learn.record import RowBuilder, record
+from agent.learn.trainer import training_windows
 from agent.records import Reading, bad
 from plugins.simulator import parse_scenario
 from plugins.simulator.mapping import opcua_endpoint, signal_map

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agent.envelope import wire
+from agent.delivery.envelope import wire
+from agent.delivery.outbox import MemoryOutbox, Outbox
+from agent.delivery.sqlite_store import SqliteOutbox
 from agent.errors import FatalError, TransientError
-from agent.outbox import MemoryOutbox, Outbox
-from agent.outbox_sqlite import SqliteOutbox
 from agent.plugin import ComponentStatus, PluginContext, State
 from agent.records import Envelope, Kind, Message
 from agent.supervise import Backoff, supervise
@@ -112,7 +112,7 @@ def dedup_seqs(bodies: list[dict[str, Any]]) -> list[int]:
 @contextlib.asynccontextmanager
 async def delivering(sink: MqttSink, outbox: Outbox) -> AsyncIterator[asyncio.Task[None]]:
     """Run the supervised delivery loop as the runner does, with a quick backoff."""
-    from agent.delivery import deliver
+    from agent.delivery.deliver import deliver
 
     task = asyncio.create_task(
         supervise(
@@ -426,7 +426,7 @@ async def test_last_will_when_the_agent_is_killed(
 
 
 async def _agent_main(argv: list[str]) -> None:
-    from agent.delivery import deliver
+    from agent.delivery.deliver import deliver
 
     parser = argparse.ArgumentParser()
     for name in ("--port", "--count"):

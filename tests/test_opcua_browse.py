@@ -41,7 +41,7 @@ async def test_browse_output_pasted_into_a_config_validates_and_reads(
     assert readings == {"Line1.V0": 1.25, "Line1.V1": 1.25, "Line1.Running": True, "Line1.Mode": "auto"}
 
     # the same text in a whole agent config passes the loader `edge-agent check` uses
-    from agent.config import load_config
+    from agent.config.load import load_config
 
     config_file = tmp_path / "agent.toml"
     config_file.write_text(f'[agent]\nstate_dir = "state"\n\n{config_text}', encoding="utf-8")

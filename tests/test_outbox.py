@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from agent.configbase import OutboxConfig
+from agent.config.base import OutboxConfig
+from agent.delivery.deliver import open_outbox
+from agent.delivery.outbox import MemoryOutbox, Outbox, OutboxBase, message_size
+from agent.delivery.sqlite_store import SqliteOutbox
 from agent.errors import FatalError
-from agent.outbox import MemoryOutbox, Outbox, OutboxBase, message_size, open_outbox
-from agent.outbox_sqlite import SqliteOutbox
 from agent.records import Envelope, Kind, Message
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.config import config_model, load_config
-from agent.runner import Runtime
+from agent.config.load import config_model, load_config
+from agent.runtime.core import Runtime
 from tests.conftest import free_port
 
 PLUGIN = '''
@@ -24,7 +24,7 @@ import asyncio
 import time
 from typing import Literal
 
-from agent.configbase import SourceConfig
+from agent.config.base import SourceConfig
 from agent.plugin import PluginSpec, Source
 from agent.records import Reading
 
@@ -161,10 +161,12 @@ def test_secrets_never_reach_logs_or_error_messages(tmp_path: Path) -> None:
 
 
 def test_config_reference_is_generated_from_the_models() -> None:
-    from agent.docgen import render
+    from agent.config.reference import render
 
     path = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
-    assert path.read_text() == render(), "stale: run `python -m agent.docgen > docs/config-reference.md`"
+    assert path.read_text() == render(), (
+        "stale: run `python -m agent.config.reference > docs/config-reference.md`"
+    )
 
 
 def test_every_plugin_sample_config_is_valid(tmp_path: Path) -> None:

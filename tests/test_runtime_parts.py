@@ -8,7 +8,7 @@ import random
 import pytest
 from structlog.testing import capture_logs
 
-from agent.bus import Bus
+from agent.delivery.bus import Bus
 from agent.errors import FatalError, TransientError
 from agent.plugin import ComponentStatus, PluginContext, State
 from agent.records import Reading

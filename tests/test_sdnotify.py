@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.sdnotify import Notifier, socket_address, watchdog, watchdog_interval
+from agent.ops.sdnotify import Notifier, socket_address, watchdog, watchdog_interval
 
 
 class FakeManager:
@@ -177,7 +177,7 @@ def test_addresses_and_watchdog_env() -> None:
 
 CHILD = """
 import asyncio, time
-from agent.sdnotify import Notifier, watchdog, watchdog_interval
+from agent.ops.sdnotify import Notifier, watchdog, watchdog_interval
 
 async def main():
     notifier = Notifier.from_env()

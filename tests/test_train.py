@@ -14,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from agent import modelcard, onnx_export
 from agent.errors import ModelError
-from agent.train import FitOptions, RobustPCA, fit, fit_and_export, hash_training_data
+from agent.learn import export as onnx_export
+from agent.learn import modelcard
+from agent.learn.fit import FitOptions, RobustPCA, fit
+from agent.learn.trainer import fit_and_export, hash_training_data
 
 NAMES = [
     "pump.speed",

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.windows import CountWindower, TimeWindower
+from agent.stream.windows import CountWindower, TimeWindower
 
 
 def feed(w: TimeWindower, rows: list[tuple[float, list[float]]], now: float = 0.0) -> None:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from agent.configbase import Duration, Model, SourceConfig, TagConfig
+from agent.config.base import Duration, Model, SourceConfig, TagConfig
 from plugins.modbus.decode import (
     ALL_TYPES,
     FLOAT_TYPES,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from agent.configbase import Duration, Model, SinkConfig
+from agent.config.base import Duration, Model, SinkConfig
 
 QoS = Literal[0, 1, 2]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.envelope import SCHEMA_VERSION, dumps, iso
+from agent.delivery.envelope import SCHEMA_VERSION, dumps, iso
 from agent.records import Envelope, Kind
 
 _LEVEL = {Kind.ALERT: "alerts", Kind.FEATURES: "features", Kind.READINGS: "readings"}
@@ -32,7 +32,7 @@ class Topics:
 
 
 class Encoder:
-    """Turns envelopes into payload bytes, the same JSON as ``agent.envelope.wire`` (NaN becomes null).
+    """Turns envelopes into payload bytes, the same JSON as ``agent.delivery.envelope.wire`` (NaN becomes null).
 
     Built once per sink: it caches the constant head of each kind and splices the payload's own JSON
     after the envelope fields instead of building a merged dict per message.

@@ -126,7 +126,7 @@ def cert_report(state_dir: Path, certificate: Path | None = None) -> str:
 def run_cert(args: argparse.Namespace) -> int:
     try:
         if args.config is not None:
-            from agent.config import load_config
+            from agent.config.load import load_config
             from plugins.opcua.config import OpcUaSourceConfig
 
             cfg = load_config(args.config)

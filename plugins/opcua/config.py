@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from agent.configbase import Duration, SourceConfig, TagConfig
+from agent.config.base import Duration, SourceConfig, TagConfig
 from plugins.opcua import nodeid
 
 SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]

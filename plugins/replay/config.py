@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.configbase import SourceConfig, TagConfig
+from agent.config.base import SourceConfig, TagConfig
 
 
 class ReplayTag(TagConfig):

@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from agent.configbase import parse_duration
+from agent.config.base import parse_duration
 
 
 def add_commands(sub: Any) -> None:

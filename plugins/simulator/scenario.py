@@ -1,6 +1,6 @@
 """The scenario file of ``edge-agent simulate``: the machine, the signals it serves, the faults it injects.
 
-A scenario is TOML validated by pydantic with unknown keys refused (``agent.configbase.Model``). Every
+A scenario is TOML validated by pydantic with unknown keys refused (``agent.config.base.Model``). Every
 time in it (``at``, ``duration``, ``ramp``) is *scenario time*: seconds since the simulator started,
 multiplied by the fast-forward ``speed``. The physics that turns a scenario into values lives in
 ``plugins.simulator.machine``.
@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from agent.configbase import TAG_NAME, Duration, Model
+from agent.config.base import TAG_NAME, Duration, Model
 from agent.errors import ConfigError, ConfigIssue
 
 Quantity = Literal["speed", "motor_current", "vibration_rms", "bearing_temp", "pressure", "flow"]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.configbase import OutboxConfig, SinkConfig
+from agent.config.base import OutboxConfig, SinkConfig
 
 
 def _memory_outbox() -> OutboxConfig:

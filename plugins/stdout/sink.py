@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from agent.envelope import dumps, wire
+from agent.delivery.envelope import dumps, wire
 from agent.errors import FatalError, TransientError
 from agent.plugin import PluginContext, Sink
 from agent.records import Envelope, Kind

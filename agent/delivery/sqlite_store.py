@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.delivery.outbox import DROP_ORDER, KINDS_BY_PRIORITY, OutboxBase, charged_size, encode_payload
 from agent.errors import FatalError
-from agent.outbox import DROP_ORDER, KINDS_BY_PRIORITY, OutboxBase, charged_size, encode_payload
 from agent.records import PRIORITY, Envelope, Kind, Message
 
 SCHEMA_VERSION = 1
@@ -47,7 +47,7 @@ _KIND_OF_PRIO = {prio: kind for kind, prio in PRIORITY.items()}
 
 
 class SqliteOutbox(OutboxBase):
-    """Durable outbox; see ``agent.outbox`` for the contract and this module's docstring for durability.
+    """Durable outbox; see ``agent.delivery.outbox`` for the contract and this module's docstring for durability.
 
     Args:
         path: the database file; created with its directory when missing.

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.alerts import Normal
 from agent.errors import ModelError
+from agent.stream.alerts import Normal
 
 META = "edge_agent."
 

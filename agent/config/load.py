@@ -6,7 +6,7 @@ unions (on ``type``) of every registered plugin's config model, built when the r
 Environment overrides: ``EDGE_AGENT__<KEY>__<KEY>...=value`` sets a key anywhere in the tree; list items
 are picked by index or by their ``name`` (``EDGE_AGENT__SINKS__broker__PASSWORD=...``). Values are read as
 TOML values when they parse as such (numbers, booleans, arrays) and as strings otherwise. Every secret
-field also accepts ``<field>_file`` (see ``agent.configbase.Model``).
+field also accepts ``<field>_file`` (see ``agent.config.base.Model``).
 
 Relative paths in the file (models, replay files, state_dir...) are resolved against the config file's
 folder, so a deployment does not depend on the working directory.
@@ -26,10 +26,9 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from agent.configbase import SinkConfig, SourceConfig
+from agent.config.base import SinkConfig, SourceConfig
+from agent.config.sections import AgentSection, BusConfig, HealthConfig, PipelineConfig
 from agent.errors import ConfigError, ConfigIssue
-from agent.health import HealthConfig
-from agent.pipeconfig import AgentSection, BusConfig, PipelineConfig
 from agent.plugin import registry
 
 ENV_PREFIX = "EDGE_AGENT__"

@@ -1,16 +1,15 @@
-"""Config sections of the core: ``[agent]``, ``[bus]`` and ``[[pipelines]]`` (with window and alert)."""
+"""Config sections of the core: ``[agent]``, ``[bus]``, ``[health]`` and ``[[pipelines]]`` (with window and alert)."""
 
 from __future__ import annotations
 
 import os
 import socket
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal, cast, get_args
 
 from pydantic import Field, model_validator
 
-from agent.configbase import TAG_NAME, Duration, Model
-from agent.features import FEATURES
+from agent.config.base import TAG_NAME, Duration, Model
 
 FeatureName = Literal[
     "mean", "std", "min", "max", "rms", "p2p", "slope", "skewness", "kurtosis", "crest", "last"
@@ -142,9 +141,25 @@ class PipelineConfig(Model):
     tags: list[str] = Field(min_length=1, description="Tag names, in feature-vector order.")
     window: WindowConfig = Field(default_factory=WindowConfig, description="How readings become windows.")
     features: list[FeatureName] = Field(
-        default_factory=lambda: cast(list[FeatureName], list(FEATURES)),
+        default_factory=lambda: cast(list[FeatureName], list(get_args(FeatureName))),
         min_length=1,
         description="Features per tag, in order.",
     )
     model: Path | None = Field(default=None, description="ONNX model file; none = publish features only.")
     alert: AlertConfig = Field(default_factory=AlertConfig, description="Alert rule.")
+
+
+class HealthConfig(Model):
+    """The ``[health]`` section: where the health and metrics endpoint listens."""
+
+    enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics.")
+    host: str = Field(
+        default="127.0.0.1",
+        description='Address to listen on; "0.0.0.0" to let Prometheus or a container runtime reach it.',
+    )
+    port: int = Field(default=9108, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    max_loop_lag: Duration = Field(
+        default=2.0,
+        gt=0,
+        description="Event loop lag above which /healthz answers 503 and systemd pings stop.",
+    )

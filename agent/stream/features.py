@@ -24,22 +24,13 @@ Definitions (population statistics over the good values of the window; t in seco
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import numpy as np
 
-FEATURES: tuple[str, ...] = (
-    "mean",
-    "std",
-    "min",
-    "max",
-    "rms",
-    "p2p",
-    "slope",
-    "skewness",
-    "kurtosis",
-    "crest",
-    "last",
-)
+from agent.config.sections import FeatureName
+
+FEATURES: tuple[str, ...] = get_args(FeatureName)  # one list, declared with the config
 
 
 def feature_names(tags: Sequence[str], features: Sequence[str]) -> list[str]:

@@ -4,16 +4,21 @@ The runner runs ``supervise(lambda: deliver(sink, outbox, batch), status, log)``
 owner of reconnects. ``deliver`` connects the sink, then loops take -> publish -> ack. A sink whose
 ``publish`` may run concurrently (the MQTT sink: the broker acknowledges in order) sets ``Sink.window`` above
 1, and that many batches are in flight at once, which hides the round trip of the last acknowledgement of
-each batch.
+each batch. ``open_outbox`` picks the outbox a sink's config asks for.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+from agent.config.base import OutboxConfig
+from agent.delivery.outbox import MemoryOutbox, Outbox
+from agent.delivery.sqlite_store import SqliteOutbox
 from agent.errors import TransientError
-from agent.outbox import Outbox
 from agent.plugin import Sink
 from agent.records import Envelope
 
@@ -55,3 +60,14 @@ async def _publish(sink: Sink, outbox: Outbox, batch: Sequence[Envelope], slots:
     await sink.publish(batch)
     outbox.ack(batch)
     slots.release()
+
+
+def open_outbox(
+    cfg: OutboxConfig, path: Path, *, clock: Callable[[], float] = time.monotonic, log: Any = None
+) -> Outbox:
+    """The outbox ``cfg`` asks for: SQLite at ``path`` when ``cfg.durable``, else in memory."""
+    if cfg.durable:
+        return SqliteOutbox(
+            path, cfg.max_bytes, replay_rate=cfg.replay_rate, fsync=cfg.fsync, clock=clock, log=log
+        )
+    return MemoryOutbox(cfg.max_bytes, replay_rate=cfg.replay_rate, clock=clock, log=log)

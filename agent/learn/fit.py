@@ -3,7 +3,7 @@
 Pure numpy, no clock, no I/O. ``fit(X, names)`` takes a matrix of feature vectors recorded while the
 machine ran normally (one row per window, one column per ``<tag>.<feature>``, NaN where a value was
 missing) and returns a ``RobustPCA`` whose ``score(X)`` gives one anomaly score per row and the share
-of each feature in it. ``agent.onnx_export`` turns the same model into an ONNX graph.
+of each feature in it. ``agent.learn.export`` turns the same model into an ONNX graph.
 
 The rules, in the order they are applied:
 
@@ -35,13 +35,9 @@ The rules, in the order they are applied:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -273,97 +269,6 @@ def _out_of_fold(z: Array, opts: FitOptions, k: int) -> tuple[Array, Array]:
         comps, eig, _ = _principal(rest, opts, k)
         t2[lo:hi], q[lo:hi] = _statistics(z[lo:hi], comps, eig)
     return t2, q
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """What ``fit_and_export`` produced.
-
-    Attributes:
-        model: the fitted model.
-        train_scores: its score on each training window (in-sample).
-        model_path, card_path, png_path: files written (``png_path`` is None without matplotlib).
-        data_hash: sha256 recorded in the metadata.
-    """
-
-    model: RobustPCA
-    train_scores: Array
-    model_path: Path
-    card_path: Path | None
-    png_path: Path | None
-    data_hash: str
-
-    @property
-    def alert_fraction(self) -> float:
-        """Share of training windows at or above the threshold (expected well under 1%)."""
-        return float(np.mean(self.train_scores >= self.model.threshold))
-
-
-def hash_training_data(x: NDArray[np.floating]) -> str:
-    """sha256 (hex) of a training matrix: its shape and float64 bytes."""
-    arr = np.ascontiguousarray(x, dtype=np.float64)
-    digest = hashlib.sha256(repr(arr.shape).encode())
-    digest.update(arr.tobytes())
-    return digest.hexdigest()
-
-
-def fit_and_export(
-    x: NDArray[np.floating],
-    names: list[str] | tuple[str, ...],
-    out_path: str | os.PathLike[str],
-    *,
-    window: Mapping[str, Any] | None = None,
-    span: tuple[float, float] | None = None,
-    data_hash: str | None = None,
-    card_path: str | os.PathLike[str] | None = None,
-    png_path: str | os.PathLike[str] | None = None,
-    options: FitOptions | None = None,
-) -> FitResult:
-    """Fit a model of normal, export it to ONNX and write its card; every file is written atomically.
-
-    Args:
-        x: ``n_windows x F`` training feature vectors (NaN allowed).
-        names: feature names in column order.
-        out_path: the ``.onnx`` file to write.
-        window: the pipeline's window config, stored in the metadata.
-        span: first and last training timestamps (epoch seconds).
-        data_hash: sha256 of the training data; computed from ``x`` when not given.
-        card_path: markdown model card to write, if any.
-        png_path: picture to write when matplotlib is installed (skipped silently otherwise; the card
-            says how to get it).
-        options: fit knobs.
-
-    Raises:
-        ModelError: the data cannot be trained on, or ``onnx`` is not installed.
-    """
-    from agent import modelcard, onnx_export
-
-    onnx_export.require_onnx()
-    digest = data_hash or hash_training_data(x)
-    model = fit(x, names, options)
-    scores, _ = model.score(x)
-    model_path = onnx_export.export(model, out_path, window=window, span=span, data_hash=digest)
-    written_png: Path | None = None
-    if png_path is not None:
-        png = modelcard.render_png(model, scores, x)
-        if png is not None:
-            written_png = onnx_export.write_atomic(png_path, png)
-    written_card: Path | None = None
-    if card_path is not None:
-        png_ref = None
-        if written_png is not None:
-            png_ref = os.path.relpath(written_png, Path(card_path).resolve().parent)
-        text = modelcard.render_card(
-            model,
-            scores,
-            window=window,
-            span=span,
-            data_hash=digest,
-            model_file=Path(model_path).name,
-            png_file=png_ref,
-        )
-        written_card = modelcard.write_text(card_path, text)
-    return FitResult(model, scores, model_path, written_card, written_png, digest)
 
 
 # Features that cannot be negative: a band reaching below zero would read as nonsense on an alert.

@@ -14,73 +14,29 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent import __version__, logs
-from agent.bus import Bus
-from agent.config import AgentConfig, config_hash
-from agent.configbase import SinkConfig, SourceConfig
-from agent.delivery import deliver
-from agent.envelope import iso
-from agent.errors import ConfigError, ConfigIssue, ModelError
-from agent.inference import ModelSlot
-from agent.observe import Observer
-from agent.outbox import Outbox, open_outbox
-from agent.pipeconfig import PipelineConfig
-from agent.pipeline import Batch, Pipeline, thresholds
-from agent.plugin import ComponentStatus, PluginContext, Sink, Source, State, build
+from agent import __version__
+from agent.config.base import SinkConfig, SourceConfig
+from agent.config.load import AgentConfig, config_hash
+from agent.delivery.bus import Bus
+from agent.delivery.deliver import deliver, open_outbox
+from agent.delivery.envelope import iso
+from agent.delivery.outbox import Outbox
+from agent.ops import logs
+from agent.ops.observe import Observer
+from agent.plugin import ComponentStatus, State, build
 from agent.records import Kind, Message, Reading, numeric
-from agent.reload import reload
+from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models, route_table
+from agent.runtime.reload import Reloading
+from agent.stream.pipeline import Batch, Pipeline
 from agent.supervise import supervise
 
 
-def load_models(cfg: AgentConfig, file: str) -> dict[str, ModelSlot]:
-    """Load and check every enabled pipeline's model; all problems reported at once as a ConfigError."""
-    from agent.features import feature_names
-
-    slots: dict[str, ModelSlot] = {}
-    issues: list[ConfigIssue] = []
-    for i, pipe in enumerate(cfg.pipelines):
-        if pipe.model is None or not pipe.enabled:
-            continue
-        try:
-            slot = ModelSlot(pipe.model, feature_names(pipe.tags, pipe.features))
-            thresholds(pipe, slot.model)
-        except ModelError as exc:
-            issues.append(ConfigIssue(f"pipelines[{i}].model", str(exc)))
-            continue
-        except ValueError as exc:
-            issues.append(ConfigIssue(f"pipelines[{i}].alert.threshold", str(exc)))
-            continue
-        slots[pipe.name] = slot
-    if issues:
-        raise ConfigError(file, issues)
-    return slots
-
-
-@dataclass
-class SourceRun:
-    cfg: SourceConfig
-    impl: Source
-    ctx: PluginContext
-    task: asyncio.Task[None] | None = None
-
-
-@dataclass
-class SinkRun:
-    cfg: SinkConfig
-    impl: Sink
-    ctx: PluginContext
-    outbox: Outbox
-    kinds: frozenset[str] = field(default_factory=frozenset)
-    task: asyncio.Task[None] | None = None
-
-
-class Runtime:
+class Runtime(Reloading):
     """Everything one config runs. Build it (validates models), then ``await run(stop)``."""
 
     def __init__(self, cfg: AgentConfig, file: str, *, clock: Callable[[], float] = time.time) -> None:
@@ -88,8 +44,8 @@ class Runtime:
         self.file = file
         self.clock = clock
         self.log = logs.get("runner")
-        self.pipelines = [Pipeline(p, slot) for p, slot in _pipelines(cfg, load_models(cfg, file))]
-        self.routes = _routes(self.pipelines)
+        self.pipelines = [Pipeline(p, slot) for p, slot in enabled_pipelines(cfg, load_models(cfg, file))]
+        self.routes = route_table(self.pipelines)
         self.bus = Bus(cfg.bus.capacity, cfg.bus.overflow)
         self.started_at = time.time()
         self.info = {
@@ -168,7 +124,7 @@ class Runtime:
                 notifier.stopping(f"stopping: {reason}")
                 self.log.info("stopping", reason=reason)
                 reloader.cancel()
-                await _cancel([s.task for s in self.sources.values()])
+                await cancel([s.task for s in self.sources.values()])
                 await self.bus.close()
                 await pipes
                 housekeeping.cancel()
@@ -200,7 +156,7 @@ class Runtime:
         while True:
             await self.reload_requested.wait()
             self.reload_requested.clear()
-            await reload(self)
+            await self.reload()
 
     async def _flush(self) -> None:
         deadline = time.monotonic() + self.cfg.agent.shutdown_timeout
@@ -211,7 +167,7 @@ class Runtime:
             if not waiting:
                 break
             await asyncio.sleep(0.05)
-        await _cancel([s.task for s in self.sinks.values()])
+        await cancel([s.task for s in self.sinks.values()])
         for sink in self.sinks.values():
             if sink.outbox.stats.depth:
                 kept = (
@@ -376,24 +332,3 @@ async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> None:
         for sig in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-
-
-def _pipelines(
-    cfg: AgentConfig, slots: dict[str, ModelSlot]
-) -> list[tuple[PipelineConfig, ModelSlot | None]]:
-    return [(p, slots.get(p.name)) for p in cfg.pipelines if p.enabled]
-
-
-def _routes(pipelines: list[Pipeline]) -> dict[str, list[tuple[Pipeline, int]]]:
-    routes: dict[str, list[tuple[Pipeline, int]]] = {}
-    for pipe in pipelines:
-        for i, tag in enumerate(pipe.tags):
-            routes.setdefault(tag, []).append((pipe, i))
-    return routes
-
-
-async def _cancel(tasks: list[asyncio.Task[None] | None]) -> None:
-    live = [t for t in tasks if t is not None]
-    for task in live:
-        task.cancel()
-    await asyncio.gather(*live, return_exceptions=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from agent import logs
-from agent.health import HealthServer, LoopMonitor, readiness
-from agent.metrics import (
+from agent.ops import logs
+from agent.ops.health import HealthServer, LoopMonitor, readiness
+from agent.ops.metrics import (
     BusMetrics,
     Histogram,
     MetricsSnapshot,
@@ -25,18 +25,29 @@ from agent.metrics import (
     outage_hours,
     rate_per_second,
 )
+from agent.ops.sdnotify import Notifier, watchdog, watchdog_interval
 from agent.plugin import ComponentStatus
-from agent.sdnotify import Notifier, watchdog, watchdog_interval
 from agent.supervise import supervise
 
-if TYPE_CHECKING:
-    from agent.runner import Runtime
+
+class RuntimeView(Protocol):
+    """What the observer reads of a runtime (``agent.runtime.core.Runtime``); it never writes to it."""
+
+    cfg: Any
+    info: dict[str, Any]
+    started_at: float
+    last_good: dict[str, float]
+    sources: dict[str, Any]
+    sinks: dict[str, Any]
+    pipelines: list[Any]
+    bus: Any
+    ready: asyncio.Event
 
 
 class Observer:
     """Builds metrics snapshots and readiness for one runtime; runs the health server and watchdog."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: RuntimeView) -> None:
         self.rt = runtime
         self.monitor = LoopMonitor(runtime.cfg.health.max_loop_lag)
         self.notifier = Notifier.from_env()

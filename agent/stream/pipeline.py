@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent import features as feats
-from agent.alerts import AlertState, Normal, Transition, explain
-from agent.inference import Model, ModelSlot
-from agent.pipeconfig import PipelineConfig
+from agent.config.sections import PipelineConfig
 from agent.records import Kind, Message
-from agent.windows import CountWindower, TimeWindower, Window
+from agent.stream import features as feats
+from agent.stream.alerts import AlertState, Normal, Transition, explain
+from agent.stream.inference import Model, ModelSlot
+from agent.stream.windows import CountWindower, TimeWindower, Window
 
 
 @dataclass

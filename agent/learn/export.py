@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agent.errors import ModelError
-from agent.train import KIND, RobustPCA
+from agent.learn.fit import KIND, RobustPCA
 
 if TYPE_CHECKING:
     from types import ModuleType

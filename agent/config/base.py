@@ -135,7 +135,7 @@ class SourceConfig(Model):
 
 
 class OutboxConfig(Model):
-    """How a sink's outbox holds messages until the sink has delivered them (see ``agent.outbox``)."""
+    """How a sink's outbox holds messages until the sink has delivered them (see ``agent.delivery.outbox``)."""
 
     durable: bool = Field(
         default=True,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.train import KIND, RobustPCA
+from agent.learn.fit import KIND, RobustPCA
 
 
 def _when(ts: float) -> str:
@@ -151,6 +151,6 @@ def render_png(
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write the card atomically (same rule as the model file)."""
-    from agent.onnx_export import write_atomic
+    from agent.learn.export import write_atomic
 
     return write_atomic(path, text.encode("utf-8"))

@@ -1,6 +1,6 @@
 """The config reference in ``docs/config-reference.md``, generated from the config models themselves.
 
-``python -m agent.docgen > docs/config-reference.md`` rewrites it; a test fails when it is stale, so the
+``python -m agent.config.reference > docs/config-reference.md`` rewrites it; a test fails when it is stale, so the
 reference and the code never drift.
 """
 
@@ -13,13 +13,19 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from agent.health import HealthConfig
-from agent.pipeconfig import AgentSection, AlertConfig, BusConfig, PipelineConfig, WindowConfig
+from agent.config.sections import (
+    AgentSection,
+    AlertConfig,
+    BusConfig,
+    HealthConfig,
+    PipelineConfig,
+    WindowConfig,
+)
 from agent.plugin import registry
 
 HEADER = """# Configuration reference
 
-Generated from the config models by `python -m agent.docgen`; do not edit by hand.
+Generated from the config models by `python -m agent.config.reference`; do not edit by hand.
 Durations accept seconds or strings like `500ms`, `10s`, `5m`, `1h30m`; sizes accept bytes or `64MB`, `1GiB`.
 Every key can be overridden with `EDGE_AGENT__<SECTION>__<KEY>` (list items by index or name), and every
 secret also accepts `<key>_file` with a path to a file holding it.

@@ -8,7 +8,7 @@ connection, bounded request size, time and concurrency), so the agent needs no w
   probe times out, which every orchestrator also counts as a failure.
 - ``/readyz``: 200 when ``ready()`` says so (sinks connected or buffering, sources up), else 503; both
   with a JSON body ``{"ready": bool, "reason": str}``.
-- ``/metrics``: Prometheus text exposition 0.0.4 of ``snapshot()`` (see ``agent.metrics``).
+- ``/metrics``: Prometheus text exposition 0.0.4 of ``snapshot()`` (see ``agent.ops.metrics``).
 
 It listens on loopback by default: expose it (``host = "0.0.0.0"``) only where the network is trusted.
 """
@@ -23,11 +23,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
-from pydantic import Field
 
-from agent.configbase import Duration, Model
+from agent.config.sections import HealthConfig
 from agent.errors import FatalError
-from agent.metrics import CONTENT_TYPE, MetricsSnapshot, render
+from agent.ops.metrics import CONTENT_TYPE, MetricsSnapshot, render
 from agent.plugin import ComponentStatus, State
 
 MAX_REQUEST_BYTES = 8192
@@ -42,22 +41,6 @@ _REASONS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
-
-
-class HealthConfig(Model):
-    """The ``[health]`` section: where the health and metrics endpoint listens."""
-
-    enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics.")
-    host: str = Field(
-        default="127.0.0.1",
-        description='Address to listen on; "0.0.0.0" to let Prometheus or a container runtime reach it.',
-    )
-    port: int = Field(default=9108, ge=0, le=65535, description="TCP port; 0 picks a free one.")
-    max_loop_lag: Duration = Field(
-        default=2.0,
-        gt=0,
-        description="Event loop lag above which /healthz answers 503 and systemd pings stop.",
-    )
 
 
 def readiness(sources: Iterable[ComponentStatus], sinks: Iterable[ComponentStatus]) -> tuple[bool, str]:

@@ -17,7 +17,7 @@ for the durable outbox, whatever survived a restart) is backlog: its envelopes c
 leave at most ``replay_rate`` per second, so a recovery neither starves live data nor pins the CPU.
 Live messages of other kinds pass the backlog (a live alert overtakes a backlog of features).
 
-``MemoryOutbox`` lives here; the durable SQLite one is in ``agent.outbox_sqlite``; ``open_outbox`` picks.
+``MemoryOutbox`` lives here; the durable SQLite one is in ``agent.delivery.sqlite_store``; ``open_outbox`` picks.
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from agent.configbase import OutboxConfig
 from agent.records import PRIORITY, Envelope, Kind, Message
 
 KINDS_BY_PRIORITY: tuple[Kind, ...] = tuple(sorted(PRIORITY, key=PRIORITY.__getitem__))
@@ -288,16 +286,3 @@ class MemoryOutbox(OutboxBase):
 
     def close(self) -> None:
         return None
-
-
-def open_outbox(
-    cfg: OutboxConfig, path: Path, *, clock: Callable[[], float] = time.monotonic, log: Any = None
-) -> Outbox:
-    """The outbox ``cfg`` asks for: SQLite at ``path`` when ``cfg.durable``, else in memory."""
-    if cfg.durable:
-        from agent.outbox_sqlite import SqliteOutbox
-
-        return SqliteOutbox(
-            path, cfg.max_bytes, replay_rate=cfg.replay_rate, fsync=cfg.fsync, clock=clock, log=log
-        )
-    return MemoryOutbox(cfg.max_bytes, replay_rate=cfg.replay_rate, clock=clock, log=log)

@@ -36,11 +36,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from agent import logs
-from agent.bus import Bus
-from agent.config import AgentConfig
+from agent.config.load import AgentConfig
+from agent.config.sections import PipelineConfig
+from agent.delivery.bus import Bus
 from agent.errors import ConfigError, ConfigIssue
-from agent.pipeconfig import PipelineConfig
+from agent.ops import logs
 from agent.plugin import PluginContext, Source, build
 from agent.records import Reading, numeric
 from agent.supervise import supervise
@@ -284,7 +284,7 @@ def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from agent.config import load_config
+    from agent.config.load import load_config
 
     cfg = load_config(args.config)
     logs.configure(cfg.agent.log_level, cfg.agent.log_format)

@@ -1,0 +1,95 @@
+"""``edge-agent record`` and ``edge-agent train``: the offline commands that turn a machine into a model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.config.base import parse_duration
+from agent.config.sections import PipelineConfig
+from agent.errors import ModelError
+from agent.learn.record import ProgressBar, cmd_record
+from agent.learn.trainer import TrainingSet, count_rows, train_pipeline
+from agent.ops import logs
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from agent.config.load import load_config
+    from agent.learn.record import find_pipeline
+
+    cfg = load_config(args.config)
+    logs.configure(cfg.agent.log_level, cfg.agent.log_format)
+    pipe = find_pipeline(cfg, args.pipeline, args.config)
+    data, out = Path(args.data), Path(args.out)
+    card = Path(args.card) if args.card else out.with_suffix(".md")
+    total = count_rows(data) if data.exists() else 0
+    bar = ProgressBar("replaying", total)
+    try:
+        result, found = train_pipeline(
+            pipe, data, out, card, lambda rows: bar.update(rows, f"{rows}/{total} rows")
+        )
+    except ModelError as exc:
+        bar.close()
+        print(f"train: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    print(summary(pipe, result, found))
+    return 0
+
+
+def summary(pipe: PipelineConfig, result: Any, found: TrainingSet) -> str:
+    """What ``train`` prints: windows used, the model, its threshold and the files written."""
+    model = result.model
+    skipped = sum(found.skipped.values())
+    lines = [
+        f"trained pipeline {pipe.name!r}: {model.n_train} windows used"
+        + (f" ({skipped} of {found.total} left out for low coverage)" if skipped else ""),
+        f"  {len(model.names)} features, {model.n_components} components explaining {model.explained:.0%}",
+        f"  threshold {model.threshold:g} (clears below {model.clear_threshold:g}); "
+        f"{result.alert_fraction:.1%} of training windows reach it",
+        f"  model:   {result.model_path}",
+    ]
+    if result.card_path is not None:
+        lines.append(f"  card:    {result.card_path}")
+        lines.append(
+            f"  picture: {result.png_path}"
+            if result.png_path
+            else "  picture: not drawn (pip install 'edge-agent[plot]' for matplotlib)"
+        )
+    lines.append(f"point the pipeline's `model` at {result.model_path.name} and run `edge-agent check`")
+    return "\n".join(lines)
+
+
+# --- commands --------------------------------------------------------------------------------------------
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``record``, ``train`` and ``demo`` to the ``edge-agent`` sub-command parser."""
+    rec = sub.add_parser(
+        "record",
+        help="record a pipeline's input (raw readings) to a CSV for training",
+        description="Run the config's sources and write the pipeline's tags as a wide CSV (timestamp + one "
+        "column per tag; an empty cell is a BAD reading). Stops when the data spans --duration, when every "
+        "source ends, or on Ctrl-C/SIGTERM, keeping what was recorded; the file appears complete or not at all.",
+    )
+    rec.add_argument("-c", "--config", required=True, help="the TOML config file")
+    rec.add_argument("--pipeline", help="pipeline whose tags to record (optional with one pipeline)")
+    rec.add_argument("--duration", type=parse_duration, required=True, help="span of data to record, e.g. 2h")
+    rec.add_argument("--out", required=True, help="CSV file to write")
+    rec.set_defaults(func=cmd_record)
+
+    train = sub.add_parser(
+        "train",
+        help="learn a pipeline's normal from a recorded CSV; write an ONNX model and its card",
+        description="Replay a recorded CSV through the pipeline's windows and features, fit a robust PCA "
+        "model of normal on the windows with enough coverage, and write the ONNX model, a markdown model "
+        "card and (with matplotlib) a PNG, each atomically.",
+    )
+    train.add_argument("-c", "--config", required=True, help="the TOML config file")
+    train.add_argument("--pipeline", help="pipeline to train (optional with one pipeline)")
+    train.add_argument("--data", required=True, help="CSV written by `edge-agent record`")
+    train.add_argument("--out", required=True, help="ONNX model to write")
+    train.add_argument("--card", help="model card to write (default: the model path with .md)")
+    train.set_defaults(func=cmd_train)

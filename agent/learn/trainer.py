@@ -1,0 +1,272 @@
+"""Training as a whole: replay a recording through the pipeline, fit, export the ONNX model and its card.
+
+``train_pipeline`` replays a CSV (written by ``agent.learn.record``) through the pipeline's own windower
+and features, the code the runtime runs, so the model's feature vector is the runtime's; it keeps the
+windows with enough coverage and fits them with ``agent.learn.fit``, then ``fit_and_export`` writes the
+model (``agent.learn.export``) and its card (``agent.learn.modelcard``). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.config.sections import PipelineConfig
+from agent.errors import ModelError
+from agent.learn import export as onnx_export
+from agent.learn import modelcard
+from agent.learn.fit import MIN_ROWS, Array, FitOptions, RobustPCA, fit
+
+# --- train -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingSet:
+    """Feature rows of the windows a recording yields, through the pipeline's own windower.
+
+    Attributes:
+        x: ``windows x features`` of the windows with enough coverage.
+        names: feature names, the runtime's order.
+        ends: end time of each kept window.
+        total: windows closed, kept or not.
+        skipped: why windows were left out, counted.
+        first, last: first and last reading timestamps.
+    """
+
+    x: np.ndarray
+    names: list[str]
+    ends: list[float]
+    total: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    first: float | None = None
+    last: float | None = None
+
+
+def count_rows(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return max(0, sum(1 for _ in handle) - 1)
+
+
+async def training_windows(
+    pipe: PipelineConfig, data: Path, progress: Callable[[int], None] | None = None
+) -> TrainingSet:
+    """Replay ``data`` (a CSV with ``timestamp`` and one column per pipeline tag) through ``pipe``.
+
+    The CSV is read by the replay source and windowed and featurised by ``agent.stream.pipeline.Pipeline``, the
+    objects ``edge-agent run`` uses, so the rows are the feature vectors the runtime will score.
+
+    Columns are not checked here (see ``check_columns``): a missing one gives windows without that tag.
+    """
+    from agent.plugin import build, registry
+    from agent.records import numeric
+    from agent.stream.pipeline import Pipeline
+
+    pipeline = Pipeline(pipe, None)
+    index = {tag: i for i, tag in enumerate(pipe.tags)}
+    rows: list[np.ndarray] = []
+    out = TrainingSet(np.empty((0, len(pipeline.names))), pipeline.names, [])
+    # The replay plugin, found through the registry like any source: agent/ never imports plugins/.
+    spec = registry("source")["replay"]
+    replay_cfg = spec.config.model_validate(
+        {"type": "replay", "name": "train", "path": str(data), "tags": [{"name": t} for t in pipe.tags]}
+    )
+    replay, _ = build("source", replay_cfg, "train", Path("."))
+    readings_seen = 0
+
+    async def emit(readings: Any) -> None:
+        nonlocal readings_seen
+        windower = pipeline.windower
+        for r in readings:
+            value = numeric(r)
+            windower.add(index[r.tag], r.ts, np.nan if value is None else value, r.ts)
+            out.first = r.ts if out.first is None else min(out.first, r.ts)
+            out.last = r.ts if out.last is None else max(out.last, r.ts)
+        readings_seen += len(readings)
+        windows = windower.take()
+        if windows:
+            batch = pipeline.featurize(windows)
+            out.total += len(windows)
+            for window, row, reason in zip(windows, batch.x, batch.reasons, strict=True):
+                if reason is None:
+                    rows.append(row)
+                    out.ends.append(window.end)
+                else:
+                    out.skipped["low coverage"] += 1
+        if progress is not None:
+            progress(readings_seen // len(pipe.tags))
+
+    await replay.run(emit)
+    if rows:
+        out.x = np.vstack(rows)
+    return out
+
+
+def check_columns(pipe: PipelineConfig, data: Path) -> None:
+    """Raise ModelError unless ``data`` is a readable CSV with ``timestamp`` and a column per pipeline tag."""
+    import csv
+
+    try:
+        with open(data, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except OSError as exc:
+        raise ModelError(f"cannot read training data {str(data)!r}: {exc.strerror}") from exc
+    missing = [t for t in ["timestamp", *pipe.tags] if t not in header]
+    if missing:
+        raise ModelError(
+            f"{data}: no column for {', '.join(missing)} (columns: {', '.join(header)}); "
+            f"record it with `edge-agent record --pipeline {pipe.name}`"
+        )
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def window_meta(pipe: PipelineConfig) -> dict[str, Any]:
+    """The window settings stored in the model's metadata and card."""
+    w = pipe.window
+    if w.kind == "time":
+        shape: dict[str, Any] = {"length_s": w.length, "hop_s": w.hop_s, "period_s": w.period}
+    else:
+        shape = {"size": w.size, "step": w.step or w.size}
+    return {"kind": w.kind, **shape, "min_coverage": w.min_coverage, "features": list(pipe.features)}
+
+
+def train_pipeline(
+    pipe: PipelineConfig,
+    data: Path,
+    out: Path,
+    card: Path | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Any, TrainingSet]:
+    """Replay ``data`` through ``pipe``, fit the model of normal and export it (ONNX, card, PNG).
+
+    Returns:
+        ``(agent.learn.fit.FitResult, TrainingSet)``.
+
+    Raises:
+        ModelError: unreadable data, too few windows with enough coverage, or no ``onnx`` package.
+    """
+    onnx_export.require_onnx()  # fail before a long replay, not after
+    check_columns(pipe, data)
+    found = asyncio.run(training_windows(pipe, data, progress))
+    if found.x.shape[0] < MIN_ROWS:
+        why = ", ".join(f"{n} {k}" for k, n in found.skipped.items()) or "none skipped"
+        raise ModelError(
+            f"{data}: {found.x.shape[0]} usable windows of {found.total} ({why}); need at least {MIN_ROWS}: "
+            "record for longer, or check the tags that lack coverage"
+        )
+    span = (found.ends[0], found.ends[-1])
+    result = fit_and_export(
+        found.x,
+        found.names,
+        out,
+        window=window_meta(pipe),
+        span=span,
+        data_hash=_file_hash(data),
+        card_path=card,
+        png_path=card.with_suffix(".png") if card is not None else None,
+    )
+    return result, found
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What ``fit_and_export`` produced.
+
+    Attributes:
+        model: the fitted model.
+        train_scores: its score on each training window (in-sample).
+        model_path, card_path, png_path: files written (``png_path`` is None without matplotlib).
+        data_hash: sha256 recorded in the metadata.
+    """
+
+    model: RobustPCA
+    train_scores: Array
+    model_path: Path
+    card_path: Path | None
+    png_path: Path | None
+    data_hash: str
+
+    @property
+    def alert_fraction(self) -> float:
+        """Share of training windows at or above the threshold (expected well under 1%)."""
+        return float(np.mean(self.train_scores >= self.model.threshold))
+
+
+def hash_training_data(x: NDArray[np.floating]) -> str:
+    """sha256 (hex) of a training matrix: its shape and float64 bytes."""
+    arr = np.ascontiguousarray(x, dtype=np.float64)
+    digest = hashlib.sha256(repr(arr.shape).encode())
+    digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def fit_and_export(
+    x: NDArray[np.floating],
+    names: list[str] | tuple[str, ...],
+    out_path: str | os.PathLike[str],
+    *,
+    window: Mapping[str, Any] | None = None,
+    span: tuple[float, float] | None = None,
+    data_hash: str | None = None,
+    card_path: str | os.PathLike[str] | None = None,
+    png_path: str | os.PathLike[str] | None = None,
+    options: FitOptions | None = None,
+) -> FitResult:
+    """Fit a model of normal, export it to ONNX and write its card; every file is written atomically.
+
+    Args:
+        x: ``n_windows x F`` training feature vectors (NaN allowed).
+        names: feature names in column order.
+        out_path: the ``.onnx`` file to write.
+        window: the pipeline's window config, stored in the metadata.
+        span: first and last training timestamps (epoch seconds).
+        data_hash: sha256 of the training data; computed from ``x`` when not given.
+        card_path: markdown model card to write, if any.
+        png_path: picture to write when matplotlib is installed (skipped silently otherwise; the card
+            says how to get it).
+        options: fit knobs.
+
+    Raises:
+        ModelError: the data cannot be trained on, or ``onnx`` is not installed.
+    """
+    onnx_export.require_onnx()
+    digest = data_hash or hash_training_data(x)
+    model = fit(x, names, options)
+    scores, _ = model.score(x)
+    model_path = onnx_export.export(model, out_path, window=window, span=span, data_hash=digest)
+    written_png: Path | None = None
+    if png_path is not None:
+        png = modelcard.render_png(model, scores, x)
+        if png is not None:
+            written_png = onnx_export.write_atomic(png_path, png)
+    written_card: Path | None = None
+    if card_path is not None:
+        png_ref = None
+        if written_png is not None:
+            png_ref = os.path.relpath(written_png, Path(card_path).resolve().parent)
+        text = modelcard.render_card(
+            model,
+            scores,
+            window=window,
+            span=span,
+            data_hash=digest,
+            model_file=Path(model_path).name,
+            png_file=png_ref,
+        )
+        written_card = modelcard.write_text(card_path, text)
+    return FitResult(model, scores, model_path, written_card, written_png, digest)

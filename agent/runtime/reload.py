@@ -1,0 +1,136 @@
+"""Live reload (SIGHUP): apply a changed config without losing buffered data.
+
+The new file is validated completely (config and models) before anything changes; an invalid file is
+refused with the usual explanation and the running config stays. Then only what changed is touched:
+
+* a source that changed is stopped and started with its new config; untouched sources keep running;
+* a sink that changed (new credentials, say) gets a new connection but keeps its outbox, so nothing it
+  buffered is lost; outbox settings themselves (cap, durability) take effect at the next restart;
+* a pipeline that changed starts with empty windows; untouched pipelines keep their windows and alerts;
+* ``[agent]`` log level and intervals apply at once; ``[bus]`` and ``[health]`` need a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agent.config.base import SinkConfig, SourceConfig
+from agent.config.load import AgentConfig, config_hash, load_config
+from agent.delivery.outbox import Outbox
+from agent.errors import ConfigError
+from agent.ops import logs
+from agent.ops.observe import Observer
+from agent.runtime.parts import SinkRun, SourceRun, cancel, load_models, route_table
+from agent.stream.inference import ModelSlot
+from agent.stream.pipeline import Pipeline
+
+
+def _same(a: Any, b: Any) -> bool:
+    # model_dump keeps SecretStr objects, which compare by value: a changed password counts as a change.
+    return bool(a.model_dump() == b.model_dump())
+
+
+def _by_name(items: list[Any]) -> dict[str, Any]:
+    return {(i.name or i.type): i for i in items if i.enabled}
+
+
+def _same_or_absent(old: dict[str, Any], new: dict[str, Any], name: str) -> bool:
+    return name in old and name in new and _same(old[name], new[name])
+
+
+class Reloading:
+    """The reload half of ``agent.runtime.core.Runtime`` (a mixin, so reload is the runtime's own method)."""
+
+    cfg: AgentConfig
+    file: str
+    log: Any
+    info: dict[str, Any]
+    observer: Observer
+    pipelines: list[Pipeline]
+    routes: dict[str, list[tuple[Pipeline, int]]]
+    sources: dict[str, SourceRun]
+    sinks: dict[str, SinkRun]
+    reload_requested: asyncio.Event
+
+    def start_sink(self, cfg: SinkConfig, outbox: Outbox | None = None) -> None:
+        raise NotImplementedError
+
+    def start_source(self, cfg: SourceConfig) -> None:
+        raise NotImplementedError
+
+    async def reload(self) -> bool:
+        """Re-read ``self.file`` and apply it; returns False (and changes nothing) when it is invalid."""
+        try:
+            new = load_config(self.file)
+            slots = load_models(new, self.file)
+        except ConfigError as exc:
+            self.log.error("reload refused, the running config stays", problems=[str(i) for i in exc.issues])
+            return False
+        self.observer.notifier.reloading()
+        old = self.cfg
+        changed = {"sinks": await self._reload_sinks(old, new)}
+        pipelines, changed["pipelines"] = self._reload_pipelines(old, new, slots)
+        old_sources, new_sources = _by_name(old.sources), _by_name(new.sources)
+        stale = sorted(
+            n
+            for n in old_sources.keys() | new_sources.keys()
+            if not _same_or_absent(old_sources, new_sources, n)
+        )
+        await cancel([self.sources.pop(n).task for n in stale if n in self.sources])
+        self.cfg = new
+        self.pipelines = pipelines
+        self.routes = route_table(pipelines)
+        self.observer.refresh()
+        for name in stale:
+            if name in new_sources:
+                self.start_source(new_sources[name])
+        changed["sources"] = stale
+        if new.agent.log_level != old.agent.log_level or new.agent.log_format != old.agent.log_format:
+            logs.configure(new.agent.log_level, new.agent.log_format)
+        if not _same(old.bus, new.bus) or not _same(old.health, new.health):
+            self.log.warning("[bus] and [health] changes take effect at the next restart")
+        self.info["config_hash"] = config_hash(self.file)
+        self.log.info("config reloaded", **{k: sorted(v) for k, v in changed.items()})
+        self.observer.notifier.ready("config reloaded")
+        return True
+
+    async def _reload_sinks(self, old: AgentConfig, new: AgentConfig) -> list[str]:
+        """Restart each sink whose config changed; a restarted sink keeps its outbox and what it holds."""
+        changed = []
+        old_sinks, new_sinks = _by_name(old.sinks), _by_name(new.sinks)
+        for name in old_sinks.keys() | new_sinks.keys():
+            before, after = old_sinks.get(name), new_sinks.get(name)
+            if before is not None and after is not None and _same(before, after):
+                continue
+            changed.append(name)
+            run = self.sinks.pop(name, None)
+            outbox = None
+            if run is not None:
+                await cancel([run.task])
+                outbox = run.outbox
+                if after is None:
+                    outbox.close()  # a durable outbox keeps its file for a sink that comes back
+                    outbox = None
+            if after is not None:
+                self.start_sink(after, outbox)
+        return changed
+
+    def _reload_pipelines(
+        self, old: AgentConfig, new: AgentConfig, slots: dict[str, ModelSlot]
+    ) -> tuple[list[Pipeline], list[str]]:
+        """The new pipeline list: unchanged ones kept with their windows and alerts, changed ones new."""
+        old_pipes, new_pipes = {p.name: p for p in old.pipelines}, {p.name: p for p in new.pipelines}
+        kept = {p.name: p for p in self.pipelines}
+        pipelines, changed = [], []
+        for cfg in new.pipelines:
+            if not cfg.enabled:
+                continue
+            before = old_pipes.get(cfg.name)
+            if before is not None and _same(before, cfg) and cfg.name in kept:
+                pipelines.append(kept[cfg.name])
+                continue
+            changed.append(cfg.name)
+            pipelines.append(Pipeline(cfg, slots.get(cfg.name)))
+        changed += [n for n in old_pipes if n not in new_pipes]
+        return pipelines, changed
