@@ -26,13 +26,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BARE_IMPORT = (
-    "import numpy, onnxruntime, pydantic, pydantic_settings, structlog, resource; "
+    "import numpy, onnxruntime, pydantic, prometheus_client, structlog, resource; "
     "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
 )
 
 
 ONE_SESSION = (
-    "import numpy, onnxruntime as ort, pydantic, pydantic_settings, structlog, resource, sys; "
+    "import numpy, onnxruntime as ort, pydantic, prometheus_client, structlog, resource, sys; "
     "o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.enable_cpu_mem_arena = False; "
     "s = ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider']); "
     "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"

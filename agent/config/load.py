@@ -1,7 +1,15 @@
 """The whole config file: load TOML, overlay the environment, validate, and explain what is wrong.
 
-The root model is a pydantic-settings ``BaseSettings`` whose ``sources`` and ``sinks`` are discriminated
-unions (on ``type``) of every registered plugin's config model, built when the registry is known.
+The root model is a pydantic ``BaseModel`` whose ``sources`` and ``sinks`` are discriminated unions (on
+``type``) of every registered plugin's config model, built when the registry is known.
+
+Why not pydantic-settings: its sources merge the file and the environment into one dict before
+validation, and the agent needs three things they do not give. Environment overrides must reach list
+items by index *or by name* (``EDGE_AGENT__SINKS__broker__PASSWORD``), which its nested env source cannot
+address; an override that matches nothing must be reported against the variable, not the file; and the
+raw merged data must be kept to explain a validation error with the allowed keys of the model at that
+path (``agent.config.explain``). Secrets come as ``<field>_file`` per field, not a ``secrets_dir``. So the
+loader is ~60 lines of its own and the project does not depend on pydantic-settings.
 
 Environment overrides: ``EDGE_AGENT__<KEY>__<KEY>...=value`` sets a key anywhere in the tree; list items
 are picked by index or by their ``name`` (``EDGE_AGENT__SINKS__broker__PASSWORD=...``). Values are read as
@@ -21,12 +29,12 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, Field, ValidationError, create_model
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agent.config.base import SinkConfig, SourceConfig
+from agent.config.explain import explain_validation
 from agent.config.sections import AgentSection, BusConfig, HealthConfig, PipelineConfig
 from agent.errors import ConfigError, ConfigIssue
 from agent.plugin import registry
@@ -34,10 +42,10 @@ from agent.plugin import registry
 ENV_PREFIX = "EDGE_AGENT__"
 
 
-class AgentConfig(BaseSettings):
+class AgentConfig(BaseModel):
     """Root of the config file. ``config_model()`` returns the subclass that knows every plugin."""
 
-    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     agent: AgentSection = Field(default_factory=AgentSection, description="This agent.")
     bus: BusConfig = Field(default_factory=BusConfig, description="Queue between sources and pipelines.")
@@ -45,19 +53,6 @@ class AgentConfig(BaseSettings):
     sources: list[SourceConfig] = Field(default_factory=list, description="Where readings come from.")
     pipelines: list[PipelineConfig] = Field(default_factory=list, description="What is computed from them.")
     sinks: list[SinkConfig] = Field(default_factory=list, description="Where results go.")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file and the environment are merged by ``overlay_env`` before validation, because
-        # list items (sources, sinks) must be addressable by index and by name.
-        return (init_settings,)
 
 
 def _union(specs: Mapping[str, Any], base: type[BaseModel]) -> Any:
@@ -177,100 +172,6 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
             for item in value:
                 if isinstance(item, BaseModel):
                     _resolve_paths(item, base)
-
-
-def fmt_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    # pydantic puts the discriminator value into the location: sources.1.modbus.tags -> sources[1].tags
-    out: list[Any] = []
-    for i, part in enumerate(loc):
-        if (
-            i >= 2
-            and isinstance(loc[i - 1], int)
-            and loc[i - 2] in ("sources", "sinks")
-            and isinstance(part, str)
-        ):
-            continue
-        out.append(part)
-    return tuple(out)
-
-
-def _unwrap(annotation: Any) -> list[Any]:
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _unwrap(get_args(annotation)[0])
-    if origin in (list, Union) or str(origin) in ("types.UnionType", "<class 'types.UnionType'>"):
-        return [t for arg in get_args(annotation) for t in _unwrap(arg)]
-    return [annotation]
-
-
-def _model_at(root: type[BaseModel], loc: tuple[Any, ...], data: Any) -> type[BaseModel] | None:
-    """The model class that owns the key at ``loc`` (used to list allowed keys)."""
-    model: type[BaseModel] | None = root
-    node = data
-    for part in loc:
-        if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            continue
-        if model is None or part not in model.model_fields:
-            return None
-        node = node.get(part) if isinstance(node, dict) else None
-        candidates = [t for t in _unwrap(model.model_fields[part].annotation) if isinstance(t, type)]
-        models = [t for t in candidates if issubclass(t, BaseModel)]
-        if len(models) > 1:
-            item = node[0] if isinstance(node, list) and node else node
-            wanted = item.get("type") if isinstance(item, dict) else None
-            models = [
-                m for m in models if m.model_fields.get("type") and wanted in _literal_values(m)
-            ] or models
-        model = models[0] if models else None
-    return model
-
-
-def _literal_values(model: type[BaseModel]) -> tuple[Any, ...]:
-    return get_args(model.model_fields["type"].annotation)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def explain_validation(exc: ValidationError, root: type[BaseModel], data: Any) -> list[ConfigIssue]:
-    """Turn pydantic errors into one line each: key path, bad value, what is allowed."""
-    issues: list[ConfigIssue] = []
-    for err in exc.errors(include_url=False):
-        loc = _strip_union_tags(tuple(err["loc"]))
-        path = fmt_path(loc)
-        kind = err["type"]
-        owner = _model_at(root, loc[:-1], data) if loc else None
-        key = loc[-1] if loc else ""
-        secret = owner is not None and key in getattr(owner, "_secret_fields", ())
-        if kind == "extra_forbidden":
-            allowed = sorted(owner.model_fields) if owner else []
-            hint = difflib.get_close_matches(str(key), allowed, n=1)
-            msg = f"unknown key {key!r}"
-            msg += f"; did you mean {hint[0]!r}?" if hint else ""
-            msg += f" Allowed here: {', '.join(allowed)}" if allowed else ""
-        elif kind == "missing":
-            msg = f"required key {key!r} is missing; add it"
-        elif kind == "union_tag_invalid":
-            ctx = err.get("ctx", {})
-            msg = f"unknown type {ctx.get('tag')!r}; installed plugins: {ctx.get('expected_tags')} (see `edge-agent plugins`)"
-        elif kind == "union_tag_not_found":
-            msg = 'missing `type = "..."`; see `edge-agent plugins` for the types installed'
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            if not isinstance(err.get("input"), dict | list):
-                msg += f" (got {'***' if secret else _show(err.get('input'))})"
-        issues.append(ConfigIssue(path, msg))
-    return issues
 
 
 def _tag_locations(cfg: AgentConfig) -> Iterator[tuple[str, str]]:

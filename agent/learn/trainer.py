@@ -67,11 +67,9 @@ async def training_windows(
     Columns are not checked here (see ``check_columns``): a missing one gives windows without that tag.
     """
     from agent.plugin import build, registry
-    from agent.records import numeric
     from agent.stream.pipeline import Pipeline
 
     pipeline = Pipeline(pipe, None)
-    index = {tag: i for i, tag in enumerate(pipe.tags)}
     rows: list[np.ndarray] = []
     out = TrainingSet(np.empty((0, len(pipeline.names))), pipeline.names, [])
     # The replay plugin, found through the registry like any source: agent/ never imports plugins/.
@@ -84,14 +82,13 @@ async def training_windows(
 
     async def emit(readings: Any) -> None:
         nonlocal readings_seen
-        windower = pipeline.windower
-        for r in readings:
-            value = numeric(r)
-            windower.add(index[r.tag], r.ts, np.nan if value is None else value, r.ts)
-            out.first = r.ts if out.first is None else min(out.first, r.ts)
-            out.last = r.ts if out.last is None else max(out.last, r.ts)
+        pipeline.ingest(readings)  # the runtime's path, with each reading's own time as its arrival
+        if readings:
+            first, last = min(r.ts for r in readings), max(r.ts for r in readings)
+            out.first = first if out.first is None else min(out.first, first)
+            out.last = last if out.last is None else max(out.last, last)
         readings_seen += len(readings)
-        windows = windower.take()
+        windows = pipeline.windower.take()
         if windows:
             batch = pipeline.featurize(windows)
             out.total += len(windows)

@@ -1,8 +1,10 @@
-"""What the agent exports to Prometheus, and the text exposition format 0.0.4 written by hand.
+"""What the agent exports to Prometheus, rendered by prometheus-client.
 
-The runner fills a ``MetricsSnapshot`` (plain dataclasses, no Prometheus library) each time the
-health server is scraped; ``render()`` turns it into text. Counters are cumulative since the process
-started, so Prometheus computes rates; the ``*_per_second`` gauges are for people reading the page.
+The observer fills a ``MetricsSnapshot`` (plain dataclasses) each time the health server is scraped;
+``render()`` hands it to prometheus-client as a custom ``Collector`` that yields metric families, so the
+text format (0.0.4) and OpenMetrics (``render(..., openmetrics=True)``) are the library's. Counters are
+cumulative since the process started, so Prometheus computes rates; the ``*_per_second`` gauges are for
+people reading the page.
 
 Names are prefixed ``edge_agent_`` and use base units (seconds, bytes) except the outage budget,
 which is in hours because that is the unit a maintenance engineer plans in.
@@ -13,12 +15,18 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client import exposition as text_format
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics_format
+
 PREFIX = "edge_agent_"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
+OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
 STATES = ("starting", "up", "down", "stopped")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 """Inference latency buckets in seconds: a small model runs in well under a millisecond."""
@@ -146,66 +154,33 @@ class MetricsSnapshot:
     pipelines: Sequence[PipelineMetrics] = ()
 
 
-def escape_label(value: str) -> str:
-    """A label value escaped for the text format: backslash, double quote and newline."""
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def escape_help(text: str) -> str:
-    """A HELP docstring escaped for the text format: backslash and newline."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(float(value))
-
-
 Labels = Mapping[str, str]
+Rows = Iterable[tuple[Labels, float]]
 
 
-class Exposition:
-    """Builds a text exposition family by family; each family gets its HELP and TYPE lines once."""
+def _family(kind: str, name: str, help_text: str, rows: Rows) -> Metric | None:
+    """One gauge or counter family; None when it has no samples (nothing is written for it)."""
+    rows = list(rows)
+    if not rows:
+        return None
+    keys = list(rows[0][0])
+    cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+    family = cls(PREFIX + name, help_text, labels=keys)
+    for labels, value in rows:
+        family.add_metric([str(labels[k]) for k in keys], float(value))
+    return family
 
-    def __init__(self) -> None:
-        self._lines: list[str] = []
 
-    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Labels, float]]) -> None:
-        """Add one metric family; nothing is written when it has no samples."""
-        rows = list(samples)
-        if not rows:
-            return
-        full = PREFIX + name
-        self._lines += [f"# HELP {full} {escape_help(help_text)}", f"# TYPE {full} {kind}"]
-        for labels, value in rows:
-            self._lines.append(self._sample(full, labels, value))
-
-    def histogram(self, name: str, help_text: str, series: Iterable[tuple[Labels, Histogram]]) -> None:
-        rows = list(series)
-        if not rows:
-            return
-        full = PREFIX + name
-        self._lines += [f"# HELP {full} {escape_help(help_text)}", f"# TYPE {full} histogram"]
-        for labels, hist in rows:
-            for bound, n in hist.cumulative():
-                self._lines.append(self._sample(full + "_bucket", {**labels, "le": format_value(bound)}, n))
-            self._lines.append(self._sample(full + "_sum", labels, hist.sum))
-            self._lines.append(self._sample(full + "_count", labels, hist.count))
-
-    @staticmethod
-    def _sample(name: str, labels: Labels, value: float) -> str:
-        if not labels:
-            return f"{name} {format_value(value)}"
-        body = ",".join(f'{key}="{escape_label(str(val))}"' for key, val in labels.items())
-        return f"{name}{{{body}}} {format_value(value)}"
-
-    def text(self) -> str:
-        return "\n".join(self._lines) + "\n"
+def _histogram(name: str, help_text: str, series: Iterable[tuple[Labels, Histogram]]) -> Metric | None:
+    rows = list(series)
+    if not rows:
+        return None
+    keys = list(rows[0][0])
+    family = HistogramMetricFamily(PREFIX + name, help_text, labels=keys)
+    for labels, hist in rows:
+        buckets = [("+Inf" if math.isinf(b) else repr(b), float(n)) for b, n in hist.cumulative()]
+        family.add_metric([str(labels[k]) for k in keys], buckets, hist.sum)
+    return family
 
 
 def _one_hot(kind: str, items: Iterable[SourceMetrics | SinkMetrics]) -> list[tuple[Labels, float]]:
@@ -216,58 +191,121 @@ def _each(label: str, items: Iterable[Any], attr: str) -> list[tuple[Labels, flo
     return [({label: item.name}, getattr(item, attr)) for item in items]
 
 
-def render(snapshot: MetricsSnapshot, loop_lag_s: float | None = None) -> str:
-    """The snapshot as Prometheus text exposition format 0.0.4 (``CONTENT_TYPE``)."""
-    out, snap = Exposition(), snapshot
-    sources, sinks, pipes = snap.sources, snap.sinks, snap.pipelines
-    out.family("info", "gauge", "Agent identity; always 1.", [(dict(snap.info), 1)])
-    out.family("start_time_seconds", "gauge", "Process start, epoch seconds.", [({}, snap.start_time_s)])
-    if loop_lag_s is not None:
-        out.family("event_loop_lag_seconds", "gauge", "Latest event loop lag.", [({}, loop_lag_s)])
+class SnapshotCollector:
+    """A prometheus-client collector over one snapshot: ``collect()`` yields its metric families."""
 
-    out.family(
-        "source_state", "gauge", "1 for the current state of each source.", _one_hot("source", sources)
-    )
-    readings = _each("source", sources, "readings_total")
-    out.family("source_readings_total", "counter", "Readings emitted by the source, good or not.", readings)
-    per_second = _each("source", sources, "readings_per_second")
-    out.family(
-        "source_readings_per_second", "gauge", "Readings per second over the last interval.", per_second
-    )
-    ages = [({"tag": t.name, "source": t.source}, t.last_good_age_s) for t in snap.tags]
-    out.family(
-        "tag_last_good_age_seconds", "gauge", "Seconds since the last good value; +Inf if never.", ages
-    )
+    def __init__(self, snapshot: MetricsSnapshot, loop_lag_s: float | None = None) -> None:
+        self.snap = snapshot
+        self.loop_lag_s = loop_lag_s
 
-    out.family("bus_depth", "gauge", "Readings waiting on the bus.", [({}, snap.bus.depth)])
-    out.family("bus_capacity", "gauge", "Capacity of the bus.", [({}, snap.bus.capacity)])
-    out.family(
-        "bus_dropped_total", "counter", "Readings dropped by the bus policy.", [({}, snap.bus.drops_total)]
-    )
+    def collect(self) -> Iterator[Metric]:
+        families = [*self._agent(), *self._sources(), *self._sinks(), *self._pipelines()]
+        yield from (f for f in families if f is not None)
 
-    out.family("sink_state", "gauge", "1 for the current state of each sink.", _one_hot("sink", sinks))
-    out.family("outbox_depth_messages", "gauge", "Messages waiting.", _each("sink", sinks, "outbox_depth"))
-    out.family("outbox_depth_bytes", "gauge", "Bytes waiting.", _each("sink", sinks, "outbox_bytes"))
-    out.family("outbox_capacity_bytes", "gauge", "Outbox byte cap.", _each("sink", sinks, "outbox_max_bytes"))
-    drops = [({"sink": s.name, "kind": k}, n) for s in sinks for k, n in sorted(s.drops_total.items())]
-    out.family("outbox_dropped_total", "counter", "Messages dropped at the outbox cap, by kind.", drops)
-    hours = _each("sink", sinks, "outage_hours_left")
-    out.family(
-        "outbox_outage_hours_left", "gauge", "Hours of outage the outbox absorbs at the current rate.", hours
-    )
+    def _agent(self) -> list[Metric | None]:
+        snap = self.snap
+        out = [
+            _family("gauge", "info", "Agent identity; always 1.", [(dict(snap.info), 1)]),
+            _family(
+                "gauge", "start_time_seconds", "Process start, epoch seconds.", [({}, snap.start_time_s)]
+            ),
+        ]
+        if self.loop_lag_s is not None:
+            out.append(
+                _family("gauge", "event_loop_lag_seconds", "Latest event loop lag.", [({}, self.loop_lag_s)])
+            )
+        bus = snap.bus
+        out += [
+            _family("gauge", "bus_depth", "Readings waiting on the bus.", [({}, bus.depth)]),
+            _family("gauge", "bus_capacity", "Capacity of the bus.", [({}, bus.capacity)]),
+            _family("counter", "bus_dropped", "Readings dropped by the bus policy.", [({}, bus.drops_total)]),
+        ]
+        return out
 
-    latency = [({"pipeline": p.name}, p.latency) for p in pipes]
-    out.histogram("inference_latency_seconds", "Model run time per window.", latency)
-    out.family(
-        "windows_scored_total", "counter", "Windows scored.", _each("pipeline", pipes, "windows_scored_total")
-    )
-    skipped = _each("pipeline", pipes, "windows_skipped_total")
-    out.family(
-        "windows_skipped_total", "counter", "Windows not scored for low coverage of good data.", skipped
-    )
-    raised = _each("pipeline", pipes, "alerts_raised_total")
-    out.family("alerts_raised_total", "counter", "Alerts raised.", raised)
-    out.family("alerts_open", "gauge", "Alerts open now.", _each("pipeline", pipes, "alerts_open"))
-    models = [({"pipeline": p.name, "model": p.model_id}, 1) for p in pipes if p.model_id]
-    out.family("model_info", "gauge", "The model each pipeline runs; always 1.", models)
-    return out.text()
+    def _sources(self) -> list[Metric | None]:
+        sources = self.snap.sources
+        ages = [({"tag": t.name, "source": t.source}, t.last_good_age_s) for t in self.snap.tags]
+        return [
+            _family(
+                "gauge",
+                "source_state",
+                "1 for the current state of each source.",
+                _one_hot("source", sources),
+            ),
+            _family(
+                "counter",
+                "source_readings",
+                "Readings emitted by the source, good or not.",
+                _each("source", sources, "readings_total"),
+            ),
+            _family(
+                "gauge",
+                "source_readings_per_second",
+                "Readings per second over the last interval.",
+                _each("source", sources, "readings_per_second"),
+            ),
+            _family(
+                "gauge",
+                "tag_last_good_age_seconds",
+                "Seconds since the last good value; +Inf if never.",
+                ages,
+            ),
+        ]
+
+    def _sinks(self) -> list[Metric | None]:
+        sinks = self.snap.sinks
+        drops = [({"sink": s.name, "kind": k}, n) for s in sinks for k, n in sorted(s.drops_total.items())]
+        return [
+            _family("gauge", "sink_state", "1 for the current state of each sink.", _one_hot("sink", sinks)),
+            _family(
+                "gauge", "outbox_depth_messages", "Messages waiting.", _each("sink", sinks, "outbox_depth")
+            ),
+            _family("gauge", "outbox_depth_bytes", "Bytes waiting.", _each("sink", sinks, "outbox_bytes")),
+            _family(
+                "gauge", "outbox_capacity_bytes", "Outbox byte cap.", _each("sink", sinks, "outbox_max_bytes")
+            ),
+            _family("counter", "outbox_dropped", "Messages dropped at the outbox cap, by kind.", drops),
+            _family(
+                "gauge",
+                "outbox_outage_hours_left",
+                "Hours of outage the outbox absorbs at the current rate.",
+                _each("sink", sinks, "outage_hours_left"),
+            ),
+        ]
+
+    def _pipelines(self) -> list[Metric | None]:
+        pipes = self.snap.pipelines
+        models = [({"pipeline": p.name, "model": p.model_id}, 1) for p in pipes if p.model_id]
+        return [
+            _histogram(
+                "inference_latency_seconds",
+                "Model run time per window.",
+                [({"pipeline": p.name}, p.latency) for p in pipes],
+            ),
+            _family(
+                "counter",
+                "windows_scored",
+                "Windows scored.",
+                _each("pipeline", pipes, "windows_scored_total"),
+            ),
+            _family(
+                "counter",
+                "windows_skipped",
+                "Windows not scored for low coverage of good data.",
+                _each("pipeline", pipes, "windows_skipped_total"),
+            ),
+            _family(
+                "counter", "alerts_raised", "Alerts raised.", _each("pipeline", pipes, "alerts_raised_total")
+            ),
+            _family("gauge", "alerts_open", "Alerts open now.", _each("pipeline", pipes, "alerts_open")),
+            _family("gauge", "model_info", "The model each pipeline runs; always 1.", models),
+        ]
+
+
+def render(snapshot: MetricsSnapshot, loop_lag_s: float | None = None, *, openmetrics: bool = False) -> str:
+    """The snapshot as Prometheus text format 0.0.4 (``CONTENT_TYPE``), or OpenMetrics
+    (``OPENMETRICS_CONTENT_TYPE``) when ``openmetrics``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot, loop_lag_s))
+    fmt = openmetrics_format if openmetrics else text_format
+    return fmt.generate_latest(registry).decode("utf-8")

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from agent.delivery.envelope import iso
 from agent.ops import logs
 from agent.ops.health import HealthServer, LoopMonitor, readiness
 from agent.ops.metrics import (
@@ -27,6 +29,7 @@ from agent.ops.metrics import (
 )
 from agent.ops.sdnotify import Notifier, watchdog, watchdog_interval
 from agent.plugin import ComponentStatus
+from agent.records import Kind, Message
 from agent.supervise import supervise
 
 
@@ -42,6 +45,7 @@ class RuntimeView(Protocol):
     pipelines: list[Any]
     bus: Any
     ready: asyncio.Event
+    clock: Callable[[], float]
 
 
 class Observer:
@@ -49,6 +53,7 @@ class Observer:
 
     def __init__(self, runtime: RuntimeView) -> None:
         self.rt = runtime
+        self.clock = runtime.clock
         self.monitor = LoopMonitor(runtime.cfg.health.max_loop_lag)
         self.notifier = Notifier.from_env()
         self.latency: dict[str, Histogram] = {}
@@ -87,8 +92,30 @@ class Observer:
         store[key] = (earlier, now)
         return earlier, now
 
+    def status_message(self) -> Message:
+        """The retained status: identity, uptime, each component's state, pipeline, bus and outbox figures."""
+        rt = self.rt
+        payload = {
+            "state": "online",
+            **rt.info,
+            "uptime_s": round(self.clock() - rt.started_at, 1),
+            "sources": {s.ctx.name: _component(s.ctx.status) for s in rt.sources.values()},
+            "sinks": {s.ctx.name: _component(s.ctx.status) for s in rt.sinks.values()},
+            "pipelines": {
+                p.name: {
+                    **vars(p.stats),
+                    "alert_open": bool(p.alert and p.alert.open),
+                    "model": p.model.id if p.model else None,
+                }
+                for p in rt.pipelines
+            },
+            "bus": vars(rt.bus.stats),
+            "outbox": {s.ctx.name: s.outbox.stats.as_dict() for s in rt.sinks.values()},
+        }
+        return Message(Kind.STATUS, "agent", self.clock(), payload)
+
     def snapshot(self) -> MetricsSnapshot:
-        rt, now = self.rt, time.time()
+        rt, now = self.rt, self.clock()
         sources = []
         for s in rt.sources.values():
             total = self.readings.get(s.ctx.name, 0)
@@ -156,3 +183,7 @@ class Observer:
             interval = watchdog_interval()
             if interval and self.notifier.enabled:
                 tg.create_task(watchdog(self.notifier, interval, self.monitor.responsive), name="sd-watchdog")
+
+
+def _component(s: ComponentStatus) -> dict[str, Any]:
+    return {"state": s.state.value, "since": iso(s.since), "failures": s.failures, "error": s.last_error}

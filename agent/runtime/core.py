@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agent import __version__
 from agent.config.base import SinkConfig, SourceConfig
 from agent.config.load import AgentConfig, config_hash
@@ -28,15 +26,16 @@ from agent.delivery.envelope import iso
 from agent.delivery.outbox import Outbox
 from agent.ops import logs
 from agent.ops.observe import Observer
-from agent.plugin import ComponentStatus, State, build
-from agent.records import Kind, Message, Reading, numeric
-from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models, route_table
+from agent.plugin import State, build
+from agent.records import Reading
+from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models
 from agent.runtime.reload import Reloading
-from agent.stream.pipeline import Batch, Pipeline
+from agent.runtime.streaming import Streaming
+from agent.stream.pipeline import Pipeline, Router
 from agent.supervise import supervise
 
 
-class Runtime(Reloading):
+class Runtime(Streaming, Reloading):
     """Everything one config runs. Build it (validates models), then ``await run(stop)``."""
 
     def __init__(self, cfg: AgentConfig, file: str, *, clock: Callable[[], float] = time.time) -> None:
@@ -45,15 +44,15 @@ class Runtime(Reloading):
         self.clock = clock
         self.log = logs.get("runner")
         self.pipelines = [Pipeline(p, slot) for p, slot in enabled_pipelines(cfg, load_models(cfg, file))]
-        self.routes = route_table(self.pipelines)
+        self.router = Router(self.pipelines)
+        self.last_good = self.router.last_good  # tag -> wall time its last good value arrived
         self.bus = Bus(cfg.bus.capacity, cfg.bus.overflow)
-        self.started_at = time.time()
+        self.started_at = clock()
         self.info = {
             "version": __version__,
             "config_hash": config_hash(file) if Path(file).exists() else "",
             "started_at": iso(self.started_at),
         }
-        self.last_good: dict[str, float] = {}  # tag -> wall time its last good value arrived
         self.sources: dict[str, SourceRun] = {}
         self.sinks: dict[str, SinkRun] = {}
         self.ready = asyncio.Event()  # set once sinks and sources are started
@@ -62,10 +61,6 @@ class Runtime(Reloading):
         self._tg: asyncio.TaskGroup | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._pending_readings: dict[str, list[Reading]] = {}
-
-    @property
-    def wants_readings(self) -> bool:
-        return any("readings" in s.kinds for s in self.sinks.values())
 
     def start_sink(self, cfg: SinkConfig, outbox: Outbox | None = None) -> None:
         """Create the sink and its delivery task; reuse ``outbox`` (a reload keeps what it holds)."""
@@ -109,7 +104,7 @@ class Runtime(Reloading):
                 pipes = tg.create_task(self._pipeline_loop(), name="pipelines")
                 housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
                 reloader = tg.create_task(self._reloader(), name="reloader")
-                self._emit([self._status_message()])
+                self._emit([self.observer.status_message()])
                 for source_cfg in self.cfg.sources:
                     if source_cfg.enabled:
                         self.start_source(source_cfg)
@@ -128,7 +123,7 @@ class Runtime(Reloading):
                 await self.bus.close()
                 await pipes
                 housekeeping.cancel()
-                self._emit([self._status_message()])
+                self._emit([self.observer.status_message()])
                 await self._flush()
                 observe.cancel()
         finally:
@@ -159,8 +154,9 @@ class Runtime(Reloading):
             await self.reload()
 
     async def _flush(self) -> None:
-        deadline = time.monotonic() + self.cfg.agent.shutdown_timeout
-        while time.monotonic() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.agent.shutdown_timeout
+        while loop.time() < deadline:
             # A sink still connecting gets the timeout too; one that is down would only burn it.
             live = (State.UP, State.STARTING)
             waiting = [s for s in self.sinks.values() if s.outbox.stats.depth and s.ctx.status.state in live]
@@ -176,141 +172,6 @@ class Runtime(Reloading):
                 self.log.warning(
                     "undelivered at stop", sink=sink.ctx.name, messages=sink.outbox.stats.depth, fate=kept
                 )
-
-    def _emit(self, messages: list[Message]) -> None:
-        if not messages:
-            return
-        for sink in self.sinks.values():
-            wanted = [m for m in messages if m.kind.value in sink.kinds]
-            if wanted:
-                sink.outbox.append(wanted)
-
-    async def _pipeline_loop(self) -> None:
-        last_idle = 0.0
-        last_good = self.last_good
-        while True:
-            item = await self.bus.get(max_wait=0.5)
-            now = self.clock()
-            if item is not None:
-                source, readings = item
-                routes = self.routes  # re-read per batch: a reload may have replaced it
-                for r in readings:
-                    targets = routes.get(r.tag)
-                    number = numeric(r)
-                    value = np.nan if number is None else number
-                    if value == value:
-                        last_good[r.tag] = now  # arrival time: a PLC clock may be off
-                    if targets:
-                        for pipe, i in targets:
-                            pipe.windower.add(i, r.ts, value, now)
-                if self.wants_readings:
-                    self._pending_readings.setdefault(source, []).extend(readings)
-            elif self.bus.closed:
-                break
-            if now - last_idle >= 0.5:
-                last_idle = now
-                for pipe in self.pipelines:
-                    pipe.windower.idle(now)
-            for pipe in self.pipelines:
-                windows = pipe.windower.take()
-                if windows:
-                    self._emit(await self._score(pipe, pipe.featurize(windows)))
-        self._flush_readings()
-
-    async def _score(self, pipe: Pipeline, batch: Batch) -> list[Message]:
-        model = pipe.model
-        mask = batch.scorable
-        if model is None or not mask.any():
-            return pipe.conclude(batch, None, None)
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            scores, contrib = await loop.run_in_executor(self._pool, model.score, batch.x[mask])
-            self.observer.latency[pipe.name].observe(time.perf_counter() - started)
-        except Exception as exc:  # a model that fails at run time must not stop the pipeline
-            pipe.stats.skipped += int(mask.sum())
-            self.log.error("inference failed", pipeline=pipe.name, error=str(exc)[:200])
-            return pipe.conclude(batch, None, None)
-        return pipe.conclude(batch, scores, contrib)
-
-    def _flush_readings(self) -> None:
-        pending, self._pending_readings = self._pending_readings, {}
-        self._emit(
-            [
-                Message(
-                    Kind.READINGS,
-                    source,
-                    time.time(),
-                    {"source": source, "readings": [r.to_dict() for r in rs]},
-                )
-                for source, rs in pending.items()
-                if rs
-            ]
-        )
-
-    async def _housekeeping(self) -> None:
-        agent = self.cfg.agent
-        tick = min(agent.readings_interval, agent.status_interval, agent.model_check_interval, 1.0)
-        next_status = time.monotonic() + agent.status_interval
-        next_models = time.monotonic() + agent.model_check_interval
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            self._flush_readings()
-            if now >= next_models:
-                next_models = now + agent.model_check_interval
-                self.refresh_models()
-            if now >= next_status:
-                next_status = now + agent.status_interval
-                self._emit([self._status_message()])
-
-    def refresh_models(self) -> None:
-        """Swap in model files that changed and validate; keep the last good one otherwise."""
-        for pipe in self.pipelines:
-            if pipe.slot is None:
-                continue
-            change = pipe.slot.refresh()
-            if change is None:
-                continue
-            what, detail = change
-            if what == "swapped":
-                pipe.model_swapped()
-                self.log.info("model swapped", pipeline=pipe.name, model=detail)
-            else:
-                self.log.error(
-                    "new model refused, keeping the last good one",
-                    pipeline=pipe.name,
-                    model=pipe.slot.model.id,
-                    error=detail,
-                )
-
-    def _status_message(self) -> Message:
-        def component(s: ComponentStatus) -> dict[str, Any]:
-            return {
-                "state": s.state.value,
-                "since": iso(s.since),
-                "failures": s.failures,
-                "error": s.last_error,
-            }
-
-        payload = {
-            "state": "online",
-            **self.info,
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "sources": {s.ctx.name: component(s.ctx.status) for s in self.sources.values()},
-            "sinks": {s.ctx.name: component(s.ctx.status) for s in self.sinks.values()},
-            "pipelines": {
-                p.name: {
-                    **vars(p.stats),
-                    "alert_open": bool(p.alert and p.alert.open),
-                    "model": p.model.id if p.model else None,
-                }
-                for p in self.pipelines
-            },
-            "bus": vars(self.bus.stats),
-            "outbox": {s.ctx.name: s.outbox.stats.as_dict() for s in self.sinks.values()},
-        }
-        return Message(Kind.STATUS, "agent", time.time(), payload)
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> None:

@@ -13,7 +13,7 @@ from agent.errors import ConfigError, ConfigIssue, ModelError
 from agent.plugin import PluginContext, Sink, Source
 from agent.stream.features import feature_names
 from agent.stream.inference import ModelSlot
-from agent.stream.pipeline import Pipeline, thresholds
+from agent.stream.pipeline import thresholds
 
 
 def load_models(cfg: AgentConfig, file: str) -> dict[str, ModelSlot]:
@@ -60,14 +60,6 @@ def enabled_pipelines(
     cfg: AgentConfig, slots: dict[str, ModelSlot]
 ) -> list[tuple[PipelineConfig, ModelSlot | None]]:
     return [(p, slots.get(p.name)) for p in cfg.pipelines if p.enabled]
-
-
-def route_table(pipelines: list[Pipeline]) -> dict[str, list[tuple[Pipeline, int]]]:
-    routes: dict[str, list[tuple[Pipeline, int]]] = {}
-    for pipe in pipelines:
-        for i, tag in enumerate(pipe.tags):
-            routes.setdefault(tag, []).append((pipe, i))
-    return routes
 
 
 async def cancel(tasks: list[asyncio.Task[None] | None]) -> None:

@@ -21,9 +21,9 @@ from agent.delivery.outbox import Outbox
 from agent.errors import ConfigError
 from agent.ops import logs
 from agent.ops.observe import Observer
-from agent.runtime.parts import SinkRun, SourceRun, cancel, load_models, route_table
+from agent.runtime.parts import SinkRun, SourceRun, cancel, load_models
 from agent.stream.inference import ModelSlot
-from agent.stream.pipeline import Pipeline
+from agent.stream.pipeline import Pipeline, Router
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -48,7 +48,7 @@ class Reloading:
     info: dict[str, Any]
     observer: Observer
     pipelines: list[Pipeline]
-    routes: dict[str, list[tuple[Pipeline, int]]]
+    router: Router
     sources: dict[str, SourceRun]
     sinks: dict[str, SinkRun]
     reload_requested: asyncio.Event
@@ -80,7 +80,7 @@ class Reloading:
         await cancel([self.sources.pop(n).task for n in stale if n in self.sources])
         self.cfg = new
         self.pipelines = pipelines
-        self.routes = route_table(pipelines)
+        self.router = Router(pipelines, self.router.last_good)
         self.observer.refresh()
         for name in stale:
             if name in new_sources:

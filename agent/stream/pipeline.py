@@ -7,12 +7,13 @@ between ``featurize`` and ``conclude``, so this class never blocks and is tested
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from agent.config.sections import PipelineConfig
-from agent.records import Kind, Message
+from agent.records import Kind, Message, Reading, numeric
 from agent.stream import features as feats
 from agent.stream.alerts import AlertState, Normal, Transition, explain
 from agent.stream.inference import Model, ModelSlot
@@ -63,10 +64,17 @@ class Pipeline:
             threshold, clear = thresholds(cfg, slot.model)
             self.alert = AlertState(threshold, clear, cfg.alert.raise_after, cfg.alert.clear_after)
         self.stats = PipelineStats()
+        self._router: Router | None = None
 
     @property
     def model(self) -> Model | None:
         return self.slot.model if self.slot else None
+
+    def ingest(self, readings: Iterable[Reading], now: float | None = None) -> None:
+        """Window the readings of this pipeline's tags (see ``Router.ingest``; others are ignored)."""
+        if self._router is None:
+            self._router = Router([self])
+        self._router.ingest(readings, now)
 
     def model_swapped(self) -> None:
         """Take thresholds from the new model unless the config fixes them; the alert state carries over."""
@@ -167,6 +175,41 @@ class Pipeline:
                 "summary": f"{head}: {summary}" if summary and transition is Transition.RAISED else head,
             },
         )
+
+
+class Router:
+    """Routes readings by tag to the windows of every pipeline that uses the tag.
+
+    The one path from readings into windows, shared by the runtime and the trainer, so the rows a model
+    is trained on are the rows it scores. ``last_good`` maps each tag to when its last finite value
+    arrived (wall time ``now``: a PLC clock may be off), across all tags, routed or not.
+    """
+
+    def __init__(self, pipelines: Sequence[Pipeline], last_good: dict[str, float] | None = None) -> None:
+        self.routes: dict[str, list[tuple[Pipeline, int]]] = {}
+        for pipe in pipelines:
+            for i, tag in enumerate(pipe.tags):
+                self.routes.setdefault(tag, []).append((pipe, i))
+        self.last_good = last_good if last_good is not None else {}
+
+    def ingest(self, readings: Iterable[Reading], now: float | None = None) -> None:
+        """Add each reading to its pipelines' windows: a BAD or non-numeric one as NaN (a gap).
+
+        Args:
+            readings: any mix of tags; tags no pipeline uses only update ``last_good``.
+            now: wall time of arrival; None takes each reading's own timestamp (replaying a recording).
+        """
+        routes, last_good = self.routes, self.last_good
+        for r in readings:
+            arrived = r.ts if now is None else now
+            number = numeric(r)
+            value = math.nan if number is None else number
+            if value == value:
+                last_good[r.tag] = arrived
+            targets = routes.get(r.tag)
+            if targets:
+                for pipe, i in targets:
+                    pipe.windower.add(i, r.ts, value, arrived)
 
 
 def thresholds(cfg: PipelineConfig, model: Model) -> tuple[float, float]:

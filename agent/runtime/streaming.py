@@ -1,0 +1,135 @@
+"""The streaming half of the runtime: bus -> pipelines -> outboxes, and the periodic housekeeping.
+
+A mixin of ``agent.runtime.core.Runtime``: the pipeline loop takes batches off the bus, routes them into
+the pipelines' windows (``agent.stream.pipeline.Router``, the path the trainer uses too), scores closed
+windows in an executor, and appends the resulting messages to every sink's outbox that wants them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from agent.config.load import AgentConfig
+from agent.delivery.bus import Bus
+from agent.ops.observe import Observer
+from agent.records import Kind, Message, Reading
+from agent.runtime.parts import SinkRun
+from agent.stream.pipeline import Batch, Pipeline, Router
+
+
+class Streaming:
+    """Pipeline loop, scoring, readings batching and housekeeping of one runtime."""
+
+    cfg: AgentConfig
+    clock: Callable[[], float]
+    log: Any
+    bus: Bus
+    observer: Observer
+    pipelines: list[Pipeline]
+    router: Router
+    sinks: dict[str, SinkRun]
+    _pool: ThreadPoolExecutor
+    _pending_readings: dict[str, list[Reading]]
+
+    @property
+    def wants_readings(self) -> bool:
+        return any("readings" in s.kinds for s in self.sinks.values())
+
+    def _emit(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        for sink in self.sinks.values():
+            wanted = [m for m in messages if m.kind.value in sink.kinds]
+            if wanted:
+                sink.outbox.append(wanted)
+
+    async def _pipeline_loop(self) -> None:
+        last_idle = 0.0
+        while True:
+            item = await self.bus.get(max_wait=0.5)
+            now = self.clock()
+            if item is not None:
+                source, readings = item
+                self.router.ingest(readings, now)  # re-read per batch: a reload may have replaced it
+                if self.wants_readings:
+                    self._pending_readings.setdefault(source, []).extend(readings)
+            elif self.bus.closed:
+                break
+            if now - last_idle >= 0.5:
+                last_idle = now
+                for pipe in self.pipelines:
+                    pipe.windower.idle(now)
+            for pipe in self.pipelines:
+                windows = pipe.windower.take()
+                if windows:
+                    self._emit(await self._score(pipe, pipe.featurize(windows)))
+        self._flush_readings()
+
+    async def _score(self, pipe: Pipeline, batch: Batch) -> list[Message]:
+        model = pipe.model
+        mask = batch.scorable
+        if model is None or not mask.any():
+            return pipe.conclude(batch, None, None)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            scores, contrib = await loop.run_in_executor(self._pool, model.score, batch.x[mask])
+            self.observer.latency[pipe.name].observe(time.perf_counter() - started)
+        except Exception as exc:  # a model that fails at run time must not stop the pipeline
+            pipe.stats.skipped += int(mask.sum())
+            self.log.error("inference failed", pipeline=pipe.name, error=str(exc)[:200])
+            return pipe.conclude(batch, None, None)
+        return pipe.conclude(batch, scores, contrib)
+
+    def _flush_readings(self) -> None:
+        pending, self._pending_readings = self._pending_readings, {}
+        now = self.clock()
+        self._emit(
+            [
+                Message(Kind.READINGS, source, now, {"source": source, "readings": [r.to_dict() for r in rs]})
+                for source, rs in pending.items()
+                if rs
+            ]
+        )
+
+    async def _housekeeping(self) -> None:
+        """Flush batched readings, look for new model files and publish status, each on its interval."""
+        agent = self.cfg.agent
+        tick = min(agent.readings_interval, agent.status_interval, agent.model_check_interval, 1.0)
+        loop = asyncio.get_running_loop()
+        next_status = loop.time() + agent.status_interval
+        next_models = loop.time() + agent.model_check_interval
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            self._flush_readings()
+            if now >= next_models:
+                next_models = now + agent.model_check_interval
+                self.refresh_models()
+            if now >= next_status:
+                next_status = now + agent.status_interval
+                self._emit([self.observer.status_message()])
+
+    def refresh_models(self) -> None:
+        """Swap in model files that changed and validate; keep the last good one otherwise."""
+        for pipe in self.pipelines:
+            if pipe.slot is None:
+                continue
+            change = pipe.slot.refresh()
+            if change is None:
+                continue
+            what, detail = change
+            if what == "swapped":
+                pipe.model_swapped()
+                self.log.info("model swapped", pipeline=pipe.name, model=detail)
+            else:
+                self.log.error(
+                    "new model refused, keeping the last good one",
+                    pipeline=pipe.name,
+                    model=pipe.slot.model.id,
+                    error=detail,
+                )
