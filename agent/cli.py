@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("schema", cmd_schema, "print the JSON Schema of the config file (for editors)", config=False)
     sample = add("sample", cmd_sample, "print a plugin's sample config", config=False)
     sample.add_argument("plugin", help="plugin type, e.g. modbus")
-    from agent.demo import add_demo_command
+    from agent.demo.command import add_demo_command
     from agent.learn.commands import add_commands
     from agent.plugin import command_adders
 

@@ -119,7 +119,7 @@ def test_demo_starts_its_own_mosquitto_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
 async def test_without_broker_or_mosquitto_the_demo_goes_on_without_mqtt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent import demo as demo_module
+    from agent.demo import broker as demo_module
 
     monkeypatch.setattr(demo_module, "_mosquitto_binary", lambda: None)
     assert await demo_module.find_broker(f"127.0.0.1:{free_port()}", tmp_path) is None

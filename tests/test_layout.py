@@ -8,6 +8,7 @@ functions and under ``TYPE_CHECKING`` alike, since a cycle hidden in a function 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,3 +164,16 @@ def test_every_package_says_what_it_owns() -> None:
         if path.name == "__init__.py" and name.count(".") == 1 and name.startswith("agent."):
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
             assert "May import" in doc, f"{name}: the package docstring says what it owns and may import"
+
+
+LINT_EXCEPTION = re.compile(r"#\s*(?:noqa|type:\s*ignore)(?:\[[^\]]*\]|:\s*[A-Z0-9, ]+)?(?P<why>.*)")
+
+
+def test_every_lint_exception_says_why() -> None:
+    bare = []
+    for name, path in modules().items():
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            found = LINT_EXCEPTION.search(line)
+            if found and len(re.findall(r"[A-Za-z]{2,}", found["why"])) < 2:
+                bare.append(f"{name}:{n}: {line.strip()}")
+    assert bare == []

@@ -10,7 +10,8 @@ from typing import Any
 from agent.config.base import parse_duration
 from agent.config.sections import PipelineConfig
 from agent.errors import ModelError
-from agent.learn.record import ProgressBar, cmd_record
+from agent.learn.progress import ProgressBar
+from agent.learn.record import cmd_record
 from agent.learn.trainer import TrainingSet, count_rows, train_pipeline
 from agent.ops import logs
 

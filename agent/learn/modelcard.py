@@ -97,7 +97,7 @@ def render_card(
 def plotting_available() -> bool:
     """Whether matplotlib can be imported."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
         return False
     return True

@@ -15,17 +15,14 @@ from typing import Any, Protocol
 from agent.delivery.envelope import iso
 from agent.ops import logs
 from agent.ops.health import HealthServer, LoopMonitor, readiness
+from agent.ops.measure import Histogram, Sample, outage_hours, rate_per_second
 from agent.ops.metrics import (
     BusMetrics,
-    Histogram,
     MetricsSnapshot,
     PipelineMetrics,
-    Sample,
     SinkMetrics,
     SourceMetrics,
     TagMetrics,
-    outage_hours,
-    rate_per_second,
 )
 from agent.ops.sdnotify import Notifier, watchdog, watchdog_interval
 from agent.plugin import ComponentStatus

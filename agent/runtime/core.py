@@ -72,7 +72,7 @@ class Runtime(Streaming, Reloading):
             outbox = open_outbox(cfg.outbox, agent.state_dir / f"outbox-{name}.sqlite", log=ctx.log)
         run = SinkRun(cfg, impl, ctx, outbox, frozenset(cfg.kinds))
         self.sinks[name] = run
-        work = lambda: deliver(run.impl, run.outbox, run.cfg.outbox.batch)  # noqa: E731
+        work = lambda: deliver(run.impl, run.outbox, run.cfg.outbox.batch)  # noqa: E731 - a closure over run, read at each restart
         run.task = self._tg.create_task(supervise(work, ctx.status, ctx.log), name=f"sink:{name}")
 
     def start_source(self, cfg: SourceConfig) -> None:

@@ -198,7 +198,7 @@ class DevicePoller:
         append = out.append
         for name, decode, offset, is_float in layout:
             value = decode(data, offset)
-            if is_float and not math.isfinite(value):  # type: ignore[arg-type]
+            if is_float and not math.isfinite(value):  # type: ignore[arg-type]  # is_float: decode gave a float
                 append(bad(name, ts, f"device sent {value}"))
             else:
                 append(Reading(name, ts, value))

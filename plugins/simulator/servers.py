@@ -251,47 +251,27 @@ class Simulator:
 
 
 @asynccontextmanager
-async def run_simulator(
-    scenario: Scenario,
-    *,
-    host: str = "127.0.0.1",
-    opcua_port: int = 4840,
-    modbus_port: int = 5020,
-    speed: float = 1.0,
-    duration: float | None = None,
-    clock: Clock = time.time,
-    log: Any = None,
-) -> AsyncIterator[Simulator]:
+async def run_simulator(scenario: Scenario, **options: Any) -> AsyncIterator[Simulator]:
     """Run the simulator for the body of an ``async with``.
 
     Args:
         scenario: the machine and its faults.
-        host, opcua_port, modbus_port: where the two servers listen.
-        speed: fast-forward factor (scenario seconds per wall second).
-        duration: stop refreshing once scenario time reaches this (servers stay up until exit).
-        clock: wall clock in seconds; tests pass a fake one to hold time still.
-        log: structlog logger; default one bound with ``component=simulator``.
+        options: keyword arguments of ``Simulator``: ``host``, ``opcua_port``, ``modbus_port`` (where the two
+            servers listen), ``speed`` (scenario seconds per wall second), ``duration`` (stop refreshing
+            once scenario time reaches it; servers stay up until exit), ``clock`` (tests pass a fake one
+            to hold time still) and ``log``.
 
     Raises:
         FatalError: a port is taken.
     """
-    sim = Simulator(
-        scenario,
-        host=host,
-        opcua_port=opcua_port,
-        modbus_port=modbus_port,
-        speed=speed,
-        duration=duration,
-        clock=clock,
-        log=log,
-    )
+    sim = Simulator(scenario, **options)
     await sim.start()
     sim.log.info(
         "simulator serving",
         scenario=scenario.name,
-        opcua=f"opc.tcp://{host}:{opcua_port}{OPCUA_PATH}",
-        modbus=f"{host}:{modbus_port}",
-        speed=speed,
+        opcua=f"opc.tcp://{sim.host}:{sim.opcua_port}{OPCUA_PATH}",
+        modbus=f"{sim.host}:{sim.modbus_port}",
+        speed=sim.speed,
     )
     updater = asyncio.create_task(sim.run(), name=f"simulator-{scenario.name}-update")
     try:
@@ -301,4 +281,4 @@ async def run_simulator(
         await asyncio.wait([updater])
         await sim.stop()
         if not updater.cancelled() and updater.exception() is not None:
-            raise updater.exception()  # type: ignore[misc]
+            raise updater.exception()  # type: ignore[misc]  # checked not None on the line above
