@@ -332,3 +332,5 @@ async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> None:
         for sig in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+        # Its default action would kill the process while it exits (issue 11 item 2); ignore it.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
