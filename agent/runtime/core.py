@@ -32,6 +32,7 @@ from agent.plugin import ComponentStatus, State, build
 from agent.records import Kind, Message, Reading, numeric
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models, route_table
 from agent.runtime.reload import Reloading
+from agent.stream.eventtime import EventTimeGuard
 from agent.stream.pipeline import Batch, Pipeline
 from agent.supervise import supervise
 
@@ -85,10 +86,14 @@ class Runtime(Reloading):
         impl, ctx = build("source", cfg, self.cfg.agent.id, self.cfg.agent.state_dir, self.info)
         run = SourceRun(cfg, impl, ctx)
         self.sources[cfg.name] = run
-        observer, bus, name = self.observer, self.bus, cfg.name
+        observer, bus, name, clock = self.observer, self.bus, cfg.name, self.clock
+        skew = cfg.max_clock_skew
+        guard = EventTimeGuard(skew, cfg.clock_skew_policy, ctx.log) if skew else None
 
         async def emit(readings: Any) -> None:
             observer.count(name, len(readings))
+            if guard is not None:
+                readings = guard(readings, clock())  # a PLC clock jump must not move the window grid
             await bus.put(name, readings)
 
         run.task = self._tg.create_task(
