@@ -69,3 +69,9 @@ class Liar:
                 await writer.drain()
         self._writers.discard(writer)
         writer.close()
+
+
+def garbage(tid: int, unit: int) -> bytes:
+    """Well-framed MBAP answers whose PDU pymodbus cannot decode, in turn (a noisy converter)."""
+    pdus = [bytes([3, 4, 0, 1]), bytes([3, 3, 0, 1, 2]), bytes([0x55, 1, 2, 3]), bytes([3])]
+    return frame(tid, unit, pdus[tid % len(pdus)])
