@@ -7,6 +7,7 @@ A ``Reading`` always says how good it is. A gap or a bad read is a reading with 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,11 +53,17 @@ class Reading:
 
 
 def numeric(reading: Reading) -> float | None:
-    """The number a pipeline windows from a reading: None when BAD or not numeric (text tags)."""
+    """The number a pipeline windows from a reading: None when BAD, not numeric (text tags) or not finite."""
     value = reading.value
     if reading.quality is Quality.BAD or value is None or not isinstance(value, bool | int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def not_finite(tag: str, ts: float, value: float) -> Reading:
+    """The one rule for NaN and +-inf from any source, whatever its status said: BAD, value ``None``."""
+    return bad(tag, ts, f"not a finite number: {value}")
 
 
 def bad(tag: str, ts: float, reason: str) -> Reading:

@@ -53,6 +53,14 @@ class Plant:
             )
             await self.server.write_attribute_value(node, dv)
 
+    async def set_one(self, index: int, value: float, stamp: dt.datetime | None = None) -> None:
+        """One variable's value with a given source timestamp (default now: a PLC clock that jumped)."""
+        now = dt.datetime.now(dt.UTC)
+        dv = ua.DataValue(
+            ua.Variant(value, ua.VariantType.Double), SourceTimestamp=stamp or now, ServerTimestamp=now
+        )
+        await self.server.write_attribute_value(self.nodes[index], dv)
+
     async def set_status(self, index: int, code: int) -> None:
         dv = ua.DataValue(ua.Variant(0.0, ua.VariantType.Double), StatusCode=ua.StatusCode(code))
         await self.server.write_attribute_value(self.nodes[index], dv)

@@ -10,13 +10,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.mosquitto import Mosquitto, Subscriber, running_mosquitto
+from agent.delivery.sqlite_store import SqliteOutbox
+from tests.mosquitto import Mosquitto, Received, Subscriber, running_mosquitto
 from tests.pump import make_data, make_model, source_and_pipeline
 
 CONFIG = """
@@ -44,6 +46,19 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     yield from running_mosquitto(tmp_path)
 
 
+def delivered_all(got: list[Received], db: Path) -> bool:
+    """Whether every seq the (stopped) agent's outbox ever gave a features/alerts topic has arrived."""
+    box = SqliteOutbox(db, 10**6)
+    try:
+        final = {topic: seq for topic, seq in box._seq.items() if topic[0] in ("features", "alert")}
+    finally:
+        box.close()
+    kind_of = {"features": "features", "alerts": "alert"}  # topic level -> outbox kind
+    levels = [(m.topic.split("/"), m.body.get("seq")) for m in got]
+    seen = {(kind_of.get(parts[2]), parts[-1], seq) for parts, seq in levels if len(parts) == 4}
+    return all((kind, key, seq) in seen for (kind, key), last in final.items() for seq in range(1, last + 1))
+
+
 def spawn(folder: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "-c", str(folder / "edge.toml")],
@@ -53,6 +68,29 @@ def spawn(folder: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+class Tail:
+    """Collects a running process's stderr in a thread, so a test can wait for a log line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self._stream = proc.stderr
+        self._lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, name="tail-stderr", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self._lines.append(line)
+
+    def text(self) -> str:
+        return "".join(list(self._lines))
+
+    def done(self) -> str:
+        """The whole stderr, once the process has exited."""
+        self._thread.join(30)
+        return self.text()
 
 
 def wait(predicate, within: float = 60) -> None:  # type: ignore[no-untyped-def]
@@ -83,7 +121,8 @@ def test_outage_and_sigkill_lose_nothing(tmp_path: Path, mosquitto: Mosquitto) -
         _, err = second.communicate(timeout=120)  # at the end of the file the agent stops by itself
         assert second.returncode == 0, err
         wait(lambda: len(sub.snapshot()) > before)
-        time.sleep(1.0)  # let the subscriber's session drain
+        db = tmp_path / "state" / "outbox-mqtt.sqlite"
+        wait(lambda: delivered_all(sub.snapshot(), db))  # the subscriber's session has drained
         got = sub.snapshot()
     finally:
         sub.close()
@@ -114,15 +153,17 @@ def test_sighup_with_fixed_credentials_delivers_what_was_buffered(
     (tmp_path / "edge.toml").write_text(config)
     sub = Subscriber(mosquitto.port, "plant/#")  # the anonymous listener shares the broker's topics
     agent = spawn(tmp_path)
+    log = Tail(agent)
     try:
-        time.sleep(2.0)
+        wait(lambda: '"failed, needs attention"' in log.text())  # the broker refused the password
         assert not any("/features/" in m.topic for m in sub.snapshot())  # refused: buffering
         secret.write_text(PASSWORD + "\n")
         agent.send_signal(signal.SIGHUP)
         wait(lambda: sum("/features/" in m.topic for m in sub.snapshot()) >= 10)
     finally:
         agent.send_signal(signal.SIGTERM)
-        _, err = agent.communicate(timeout=60)
+        agent.wait(timeout=60)
+        err = log.done()
         sub.close()
     assert agent.returncode == 0, err
     assert '"config reloaded"' in err and '"sinks": ["mqtt"]' in err

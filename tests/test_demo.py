@@ -59,13 +59,19 @@ def demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
+    """Wait for the demo to exit; if it does not, kill it and fail showing both of its streams."""
     try:
         return proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the demo did not exit within {timeout} s\n{shown(stdout, stderr)}")
+
+
+def shown(stdout: str, stderr: str) -> str:
+    """Both streams for an assertion message: the demo prints its own failures on stdout."""
+    return f"--- demo stdout ---\n{stdout[-4000:]}\n--- demo stderr ---\n{stderr[-4000:]}"
 
 
 async def test_demo_learns_then_raises_explained_alerts_over_mqtt(
@@ -75,11 +81,11 @@ async def test_demo_learns_then_raises_explained_alerts_over_mqtt(
     try:
         proc = demo(tmp_path, "--broker", f"127.0.0.1:{mosquitto.port}", "--duration", "27m")
         stdout, stderr = finish(proc)
-        assert proc.returncode == 0, stderr
+        assert proc.returncode == 0, shown(stdout, stderr)
         assert f"using the broker at 127.0.0.1:{mosquitto.port}" in stdout
         assert f"mosquitto_sub -h 127.0.0.1 -p {mosquitto.port} -t 'edge-agent-demo/#' -v" in stdout
         assert "windows used" in stdout and (tmp_path / "demo" / "model.onnx").exists()
-        assert EXPLAINED.search(stdout), stdout
+        assert EXPLAINED.search(stdout), shown(stdout, stderr)
         assert "fault injected" in stderr and "valve_closing" in stderr
         got = await subscriber.wait_for(
             lambda ms: any(m.topic == "edge-agent-demo/demo/alerts/pump1" for m in ms), within=10
@@ -109,9 +115,9 @@ def test_demo_starts_its_own_mosquitto_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
     port = int(match.group(1))
     socket.create_connection(("127.0.0.1", port), timeout=2).close()  # it listens
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = finish(proc, timeout=30)
-    assert proc.returncode == 0, stderr
-    assert "stopped during the warm-up" in stdout
+    stdout, stderr = finish(proc, timeout=60)
+    assert proc.returncode == 0, shown(stdout, stderr)
+    assert "stopped during the warm-up" in stdout, shown(stdout, stderr)
     with pytest.raises(OSError):  # the mosquitto it started is gone
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 

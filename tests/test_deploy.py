@@ -19,6 +19,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml  # in the [dev] extra, so the compose tests run instead of skipping
 
 from agent.config.sections import HealthConfig
 from agent.ops.health import HealthServer, LoopMonitor
@@ -311,7 +312,6 @@ async def test_dockerfile_healthcheck_probes_healthz_on_the_configured_port() ->
 
 
 def compose() -> dict[str, Any]:
-    yaml = pytest.importorskip("yaml", reason="PyYAML parses compose.yaml")
     data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     return data
 

@@ -8,9 +8,9 @@ import http.client
 import json
 import math
 import socket
+import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,12 +42,6 @@ def fetch(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
-
-
-def later(delay: float, func: Callable[..., T], *args: Any) -> T:
-    """``func(*args)`` after a delay, in the calling (executor) thread."""
-    time.sleep(delay)
-    return func(*args)
 
 
 async def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
@@ -182,10 +176,26 @@ async def test_healthz_turns_503_while_the_loop_is_blocked() -> None:
         status, _, body = await get(server.port, "/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
 
-        # The request is sent from another thread while this loop is stuck in a blocking call.
-        loop = asyncio.get_running_loop()
-        during = loop.run_in_executor(None, later, 0.3, fetch, server.port, "/healthz")
-        time.sleep(2.5)  # noqa: ASYNC251 - blocking the loop is what this test is about
+        # The request is sent from another thread while this loop is stuck in a blocking call (the
+        # kernel accepts the connection meanwhile); the loop stays stuck until it is sent, and for
+        # longer than max_loop_lag, then answers it.
+        sent = threading.Event()
+
+        def request() -> tuple[int, dict[str, str], bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            try:
+                conn.request("GET", "/healthz")
+                sent.set()
+                resp = conn.getresponse()
+                return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+            finally:
+                sent.set()
+                conn.close()
+
+        during = asyncio.get_running_loop().run_in_executor(None, request)
+        blocked_at = time.monotonic()
+        sent.wait(30)  # blocking the loop is what this test is about
+        time.sleep(max(0.0, 1.5 - (time.monotonic() - blocked_at)))  # noqa: ASYNC251 - a stall > max_loop_lag
         status, _, body = await during
         assert status == 503
         assert "event loop lag" in json.loads(body)["reason"]
@@ -205,8 +215,17 @@ async def test_loop_monitor_reports_an_ongoing_stall_to_other_threads() -> None:
         ticker = tg.create_task(monitor.run(), name="test-monitor")
         await asyncio.sleep(0.2)
         assert monitor.responsive()
-        lag_seen = asyncio.get_running_loop().run_in_executor(None, later, 0.9, monitor.lag)
-        time.sleep(1.2)  # noqa: ASYNC251 - blocking the loop is what this test is about
+        seen = threading.Event()
+
+        def until_lagging() -> float:
+            deadline = time.monotonic() + 20
+            while (lag := monitor.lag()) <= 0.5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            seen.set()
+            return lag
+
+        lag_seen = asyncio.get_running_loop().run_in_executor(None, until_lagging)
+        seen.wait(30)  # the loop stays blocked until the other thread saw the stall
         loop_lag_from_thread = await lag_seen
         ticker.cancel()
     assert loop_lag_from_thread > 0.5

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from structlog.testing import capture_logs
 
@@ -144,7 +145,6 @@ def subscriber(mosquitto: Mosquitto) -> Iterator[Subscriber]:
 async def test_publish_and_receive_every_kind_with_birth_and_goodbye(
     mosquitto: Mosquitto, subscriber: Subscriber, tmp_path: Path, protocol: str
 ) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     sink = make_sink(mosquitto.port, tmp_path, protocol=protocol, qos={"readings": 1})
     outbox = MemoryOutbox(10**6)
     readings = {"source": "plc1", "readings": [{"tag": "pump", "ts": 1.5, "value": 2.0, "quality": "good"}]}
@@ -245,8 +245,11 @@ async def test_unreachable_broker_at_start_buffers_then_delivers(tmp_path: Path)
     try:
         async with delivering(sink, outbox):
             outbox.append([features("line1", i) for i in range(5)])
-            await asyncio.sleep(0.3)
-            assert sink.ctx.status.state is State.DOWN and "refused" in (sink.ctx.status.last_error or "")
+            status = sink.ctx.status
+            await eventually(
+                lambda: status.state is State.DOWN and "refused" in (status.last_error or ""),
+                what="the sink down with 'connection refused'",
+            )
             await asyncio.to_thread(broker.start)
             got = await sub.wait_for(
                 lambda ms: len(by_topic(ms, "features")[f"{PREFIX}/a1/features/line1"]) >= 5

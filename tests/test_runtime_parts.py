@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
@@ -13,6 +14,7 @@ from agent.errors import FatalError, TransientError
 from agent.plugin import ComponentStatus, PluginContext, State
 from agent.records import Reading
 from agent.supervise import Backoff, supervise
+from tests.mosquitto import eventually
 
 
 def batch(n: int) -> list[Reading]:
@@ -99,10 +101,11 @@ async def test_fatal_errors_are_retried_at_the_cap() -> None:
             supervise(run, status, __import__("structlog").get_logger(), Backoff(base=0.001, cap=0.05)),
             name="sup",
         )
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(calls) >= 3, what="three attempts")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert 2 <= len(calls) <= 8
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert min(gaps) >= 0.04, gaps  # at the cap (0.05 s), not the 1 ms base: no jitter for fatal errors
     assert [e["event"] for e in logs] == ["failed, needs attention"]
     assert status.last_error == "not authorised: check username and password"

@@ -21,6 +21,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from structlog.testing import capture_logs
 
 from agent.errors import ConfigError
+from plugins.modbus.config import ModbusSourceConfig
+from plugins.opcua.config import OpcUaSourceConfig
 from plugins.simulator import cli, load_scenario, parse_scenario
 from plugins.simulator.machine import Machine
 from plugins.simulator.mapping import NAMESPACE, opcua_endpoint, signal_map, sources_toml
@@ -182,11 +184,9 @@ def test_signal_map_and_sources_toml() -> None:
 
 
 def test_sources_toml_validates_against_the_source_plugins() -> None:
-    opcua_config = pytest.importorskip("plugins.opcua.config")
-    modbus_config = pytest.importorskip("plugins.modbus.config")
     opc, mb = tomllib.loads(sources_toml(load_scenario()))["sources"]
-    opcua_config.OpcUaSourceConfig.model_validate(opc)
-    modbus_config.ModbusSourceConfig.model_validate(mb)
+    OpcUaSourceConfig.model_validate(opc)
+    ModbusSourceConfig.model_validate(mb)
 
 
 # --- the real servers ------------------------------------------------------------------------------------

@@ -132,6 +132,18 @@ class SourceConfig(Model):
     name: str = Field(pattern=TAG_NAME, description="Unique name of the source; appears in logs and topics.")
     enabled: bool = Field(default=True, description="A disabled source is validated but not started.")
     tags: Sequence[TagConfig] = Field(default_factory=list, description="The tags this source reads.")
+    max_clock_skew: Duration | None = Field(
+        default=None,
+        description=(
+            "Readings stamped further than this from the agent's clock (a PLC clock that jumped) are "
+            "handled by clock_skew_policy, so they cannot move the window grid; logged once per episode. "
+            "Unset: off (sources stamping with the read time, recordings)."
+        ),
+    )
+    clock_skew_policy: Literal["restamp", "drop"] = Field(
+        default="restamp",
+        description="restamp: keep the value, stamp it with the arrival time, quality uncertain. drop: leave it out.",
+    )
 
 
 class OutboxConfig(Model):

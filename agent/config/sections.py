@@ -49,6 +49,13 @@ class AgentSection(Model):
     model_check_interval: Duration = Field(
         default=5.0, description="How often model files are checked for changes (hot swap)."
     )
+    allow_empty_reload: bool = Field(
+        default=False,
+        description=(
+            "Let a SIGHUP reload remove every source or every sink. Off: such a reload is refused, "
+            "because an empty or truncated file is the usual cause."
+        ),
+    )
 
 
 class BusConfig(Model):

@@ -31,6 +31,41 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
+class _StdlibBridge(logging.Handler):
+    """Sends stdlib ``logging`` records (asyncio, libraries) through structlog: one line each, same format.
+
+    asyncio's last resort for an exception in a protocol callback (pymodbus fed a garbage frame) wrote a
+    raw multi-line traceback into the JSON log (issue 11 item 9). Here the exception becomes one field
+    (``error="ModbusIOException: ..."``), and a line repeating within ``quiet_s`` is counted, not written:
+    the next one after the quiet period says how many were held back.
+    """
+
+    def __init__(self, quiet_s: float = 60.0) -> None:
+        super().__init__()
+        self.quiet_s = quiet_s
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage().splitlines()[0] if record.getMessage() else record.name
+            key = (record.name, message)
+            seen, held = self._last.get(key, (-self.quiet_s, 0))
+            if record.created - seen < self.quiet_s:
+                self._last[key] = (seen, held + 1)
+                return
+            self._last[key] = (record.created, 0)
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                fields["error"] = f"{type(exc).__name__}: {str(exc).strip()}"[:300]
+            if held:
+                fields["repeated"] = held
+            log = structlog.get_logger().bind(component="library")
+            log.log(record.levelno, message, **fields)
+        except Exception:  # a log line must never break the caller
+            self.handleError(record)
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     """Configure structlog for the process; ``fmt`` is auto, json or console."""
     stream = stream or _CurrentStderr()
@@ -55,6 +90,11 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     # lines (asyncua logs a traceback on every dropped publish loop) would repeat it noisily.
     for noisy in ("asyncua", "pymodbus", "paho"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL if level != "debug" else logging.INFO)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StdlibBridge)]:
+        root.removeHandler(handler)
+    root.addHandler(_StdlibBridge())
+    root.setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
 
 
 def get(component: str) -> Any:

@@ -31,6 +31,7 @@ from agent.records import Reading
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models
 from agent.runtime.reload import Reloading
 from agent.runtime.streaming import Streaming
+from agent.stream.eventtime import EventTimeGuard
 from agent.stream.pipeline import Pipeline, Router
 from agent.supervise import supervise
 
@@ -80,10 +81,14 @@ class Runtime(Streaming, Reloading):
         impl, ctx = build("source", cfg, self.cfg.agent.id, self.cfg.agent.state_dir, self.info)
         run = SourceRun(cfg, impl, ctx)
         self.sources[cfg.name] = run
-        observer, bus, name = self.observer, self.bus, cfg.name
+        observer, bus, name, clock = self.observer, self.bus, cfg.name, self.clock
+        skew = cfg.max_clock_skew
+        guard = EventTimeGuard(skew, cfg.clock_skew_policy, ctx.log) if skew else None
 
         async def emit(readings: Any) -> None:
             observer.count(name, len(readings))
+            if guard is not None:
+                readings = guard(readings, clock())  # a PLC clock jump must not move the window grid
             await bus.put(name, readings)
 
         run.task = self._tg.create_task(
@@ -193,3 +198,5 @@ async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> None:
         for sig in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+        # Its default action would kill the process while it exits (issue 11 item 2); ignore it.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)

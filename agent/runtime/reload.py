@@ -8,11 +8,19 @@ refused with the usual explanation and the running config stays. Then only what 
   buffered is lost; outbox settings themselves (cap, durability) take effect at the next restart;
 * a pipeline that changed starts with empty windows; untouched pipelines keep their windows and alerts;
 * ``[agent]`` log level and intervals apply at once; ``[bus]`` and ``[health]`` need a restart.
+
+Guards (issue 11 item 2): a file caught mid-write is never read half: it is read until two reads
+``SETTLE_S`` apart give the same bytes, and parsed only then (editors and config management should still
+write a temporary file and rename it into place, which is atomic). A valid file is still refused when it
+would change ``[agent] id`` (topics and seq counters belong to the id: restart for that) or leave no
+enabled source or no enabled sink, unless the new file sets ``[agent] allow_empty_reload = true``: an
+empty or truncated file is the usual cause, not an intent.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from agent.config.base import SinkConfig, SourceConfig
@@ -26,6 +34,13 @@ from agent.stream.inference import ModelSlot
 from agent.stream.pipeline import Pipeline, Router
 
 
+def _read_or_empty(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
+
+
 def _same(a: Any, b: Any) -> bool:
     # model_dump keeps SecretStr objects, which compare by value: a changed password counts as a change.
     return bool(a.model_dump() == b.model_dump())
@@ -33,6 +48,43 @@ def _same(a: Any, b: Any) -> bool:
 
 def _by_name(items: list[Any]) -> dict[str, Any]:
     return {(i.name or i.type): i for i in items if i.enabled}
+
+
+SETTLE_S = 0.2  # two reads this far apart must agree before a file is parsed
+SETTLE_TRIES = 25  # about 5 s of a file still changing, then the reload is refused
+
+
+async def read_settled(path: str, settle: float = SETTLE_S, tries: int = SETTLE_TRIES) -> bytes | None:
+    """The file's bytes once two reads ``settle`` seconds apart agree; None if it never settles."""
+    try:
+        before = await asyncio.to_thread(Path(path).read_bytes)
+        for _ in range(tries):
+            await asyncio.sleep(settle)
+            now = await asyncio.to_thread(Path(path).read_bytes)
+            if now == before:
+                return now
+            before = now
+    except OSError:
+        return b""  # load_config explains a missing or unreadable file
+    return None
+
+
+def guard_reload(old: AgentConfig, new: AgentConfig) -> list[str]:
+    """Why ``new`` must not replace ``old`` on a reload (empty when it may)."""
+    problems = []
+    if new.agent.id != old.agent.id:
+        problems.append(
+            f"agent.id would change from {old.agent.id!r} to {new.agent.id!r}: the id names the topics "
+            "and seq counters, so it changes only with a restart"
+        )
+    if not new.agent.allow_empty_reload:
+        for section in ("sources", "sinks"):
+            if _by_name(getattr(old, section)) and not _by_name(getattr(new, section)):
+                problems.append(
+                    f"the new file has no enabled {section[:-1]}: it would stop all {section} (set "
+                    "[agent] allow_empty_reload = true if that is meant)"
+                )
+    return problems
 
 
 def _same_or_absent(old: dict[str, Any], new: dict[str, Any], name: str) -> bool:
@@ -60,9 +112,11 @@ class Reloading:
         raise NotImplementedError
 
     async def reload(self) -> bool:
-        """Re-read ``self.file`` and apply it; returns False (and changes nothing) when it is invalid."""
+        """Re-read ``self.file`` and apply it; returns False (and changes nothing) when it is refused."""
+        new = await self._checked_config()
+        if new is None:
+            return False
         try:
-            new = load_config(self.file)
             slots = load_models(new, self.file)
         except ConfigError as exc:
             self.log.error("reload refused, the running config stays", problems=[str(i) for i in exc.issues])
@@ -94,6 +148,32 @@ class Reloading:
         self.log.info("config reloaded", **{k: sorted(v) for k, v in changed.items()})
         self.observer.notifier.ready("config reloaded")
         return True
+
+    async def _checked_config(self) -> AgentConfig | None:
+        """The new config from a settled file, or None (logged) when it is invalid or refused."""
+        for _ in range(3):  # the file changed between the settled read and the parse: read it again
+            settled = await read_settled(self.file)
+            if settled is None:
+                self.log.error(
+                    "reload refused, the running config stays",
+                    problems=["the config file kept changing; write it elsewhere and rename it into place"],
+                )
+                return None
+            try:
+                new = load_config(self.file)
+            except ConfigError as exc:
+                problems = [str(i) for i in exc.issues]
+                self.log.error("reload refused, the running config stays", problems=problems)
+                return None
+            if await asyncio.to_thread(_read_or_empty, self.file) != settled:
+                continue
+            problems = guard_reload(self.cfg, new)
+            if problems:
+                self.log.error("reload refused, the running config stays", problems=problems)
+                return None
+            return new
+        self.log.error("reload refused, the running config stays", problems=["the config file kept changing"])
+        return None
 
     async def _reload_sinks(self, old: AgentConfig, new: AgentConfig) -> list[str]:
         """Restart each sink whose config changed; a restarted sink keeps its outbox and what it holds."""

@@ -57,7 +57,8 @@ class _Holder:
         self.max_age = max_age
 
     def set(self, i: int, ts: float, value: float) -> None:
-        self.value[i] = value
+        # +-inf is no more a measurement than NaN: it must not count as coverage (issue 11 item 8).
+        self.value[i] = value if -math.inf < value < math.inf else math.nan
         self.ts[i] = ts
 
     def sample(self, t: float) -> np.ndarray:

@@ -30,8 +30,10 @@ EXCEPTION_REASONS = {
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
+WRONG_ANSWER = -1  # not a Modbus code: a well-formed answer that does not fit the request
 # Answers that blame the request rather than the device: worth splitting a block to find the culprit.
-TAG_FAULTS = frozenset({1, 2, 3})
+TAG_FAULTS = frozenset({1, 2, 3, WRONG_ANSWER})
+FUNCTION_CODES = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
 
 
 class ExceptionAnswer(Exception):
@@ -41,6 +43,20 @@ class ExceptionAnswer(Exception):
         self.code = code
         self.reason = EXCEPTION_REASONS.get(code, f"exception code {code}")
         super().__init__(self.reason)
+
+
+class WrongAnswer(ExceptionAnswer):
+    """A well-formed answer that does not fit the request: another function code, or another count.
+
+    Treated like an "illegal data address" refusal (issue 11 item 8): the tags of the request are BAD,
+    a block is split to find the tag that causes it, and that tag is read alone from then on. Before,
+    a wrong function code was taken as good data, and a wrong count marked the whole device down for good.
+    """
+
+    def __init__(self, reason: str) -> None:
+        Exception.__init__(self, reason)
+        self.code = WRONG_ANSWER
+        self.reason = reason
 
 
 class DeviceTimeout(TransientError):
@@ -134,8 +150,9 @@ class Connection:
 
         Raises:
             ExceptionAnswer: the device refused the read with an exception code.
+            WrongAnswer: the answer has another function code, or fewer (more) registers than asked.
             DeviceTimeout: no answer in time (a direct TCP connection is then closed: connected but silent).
-            TransientError: no connection, or an answer that does not match the request.
+            TransientError: no connection, or an answer pymodbus could not decode.
         """
         async with self._lock:
             if not self.connected:
@@ -158,11 +175,13 @@ class Connection:
                     await asyncio.sleep(self.config.request_pause)
         if response.isError():
             raise ExceptionAnswer(int(getattr(response, "exception_code", 0)))
+        expected = FUNCTION_CODES[request.table]
+        if response.function_code != expected:
+            raise WrongAnswer(f"answered function {response.function_code} to a function {expected} read")
         values = response.bits if request.is_bits else response.registers
         if len(values) < request.count or (not request.is_bits and len(values) != request.count):
-            self.close()
-            raise TransientError(
-                f"unit {unit} answered {len(values)} {'bits' if request.is_bits else 'registers'} "
+            raise WrongAnswer(
+                f"answered {len(values)} {'bits' if request.is_bits else 'registers'} "
                 f"to a read of {request.count} at {request.address}"
             )
         return values[: request.count] if request.is_bits else values

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import TransientError
-from agent.records import Quality, Reading, Value, bad
+from agent.records import Quality, Reading, Value, bad, not_finite
 from plugins.modbus.config import ModbusDevice, ModbusSourceConfig
 from plugins.modbus.connection import TAG_FAULTS, Connection, ExceptionAnswer
 from plugins.modbus.decode import REGISTER_TYPES, Codec, registers_to_bytes, resolve_order
@@ -199,7 +199,7 @@ class DevicePoller:
         for name, decode, offset, is_float in layout:
             value = decode(data, offset)
             if is_float and not math.isfinite(value):  # type: ignore[arg-type]  # is_float: decode gave a float
-                append(bad(name, ts, f"device sent {value}"))
+                append(not_finite(name, ts, value))  # type: ignore[arg-type]  # a float, as on the line above
             else:
                 append(Reading(name, ts, value))
         return out

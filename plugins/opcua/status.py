@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 import time
 from typing import Any
 
 from asyncua import ua
 
-from agent.records import Quality, Reading, Value, bad
+from agent.records import Quality, Reading, Value, bad, not_finite
 
 
 def quality_of(code: int) -> Quality:
@@ -72,7 +73,7 @@ def reading(tag: str, data: ua.DataValue, now: float | None = None) -> Reading:
     variant = data.Value
     raw = variant.Value if variant is not None else None
     if code == 0 and type(raw) is float:  # the common case, kept cheap: it runs per notification
-        return Reading(tag, ts, raw)
+        return Reading(tag, ts, raw) if -math.inf < raw < math.inf else not_finite(tag, ts, raw)
     quality = quality_of(code)
     if quality is Quality.BAD:
         return bad(tag, ts, status_name(code))
@@ -82,5 +83,7 @@ def reading(tag: str, data: ua.DataValue, now: float | None = None) -> Reading:
         return bad(tag, ts, str(exc))
     if value is None:
         return bad(tag, ts, "no value")
+    if isinstance(value, float) and not math.isfinite(value):
+        return not_finite(tag, ts, value)
     reason = status_name(code) if quality is Quality.UNCERTAIN else None
     return Reading(tag, ts, value, quality, reason)
