@@ -28,7 +28,7 @@ from agent.delivery.envelope import iso
 from agent.delivery.outbox import Outbox
 from agent.ops import logs
 from agent.ops.observe import Observer
-from agent.plugin import ComponentStatus, State, build
+from agent.plugin import ComponentStatus, State, build, tag_catalog
 from agent.records import Kind, Message, Reading, numeric
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models, route_table
 from agent.runtime.reload import Reloading
@@ -71,7 +71,7 @@ class Runtime(Reloading):
         """Create the sink and its delivery task; reuse ``outbox`` (a reload keeps what it holds)."""
         assert self._tg is not None
         agent = self.cfg.agent
-        impl, ctx = build("sink", cfg, agent.id, agent.state_dir, self.info)
+        impl, ctx = build("sink", cfg, agent.id, agent.state_dir, self.info, tag_catalog(self.cfg.sources))
         name = ctx.name
         if outbox is None:
             outbox = open_outbox(cfg.outbox, agent.state_dir / f"outbox-{name}.sqlite", log=ctx.log)

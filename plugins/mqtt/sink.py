@@ -94,8 +94,7 @@ class MqttSink(Sink):
             self.ctx.log.info(
                 "connected", broker=self._where, protocol=self.config.protocol, tls=self.config.tls
             )
-            birth = self.encoder.presence("online", time.time(), self.ctx.info)
-            await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
+            await self._session_started()
         except BaseException:
             await self._close(client, goodbye=False)
             raise
@@ -152,6 +151,22 @@ class MqttSink(Sink):
                 f"({pending.refused[0]}); check its ACL for topic {self.topics.base}/#"
             )
 
+    # What a session says: a subclass (the Sparkplug sink) overrides these three.
+
+    def _will(self) -> tuple[str, bytes, int, bool]:
+        """The last will registered with each CONNECT: a retained ``offline`` status."""
+        will = self.encoder.presence("offline", time.time())
+        return self.topics.status, will, self._qos[Kind.STATUS], self.config.retain_status
+
+    async def _session_started(self) -> None:
+        """Runs once the broker accepted the connection, before any ``publish``: the birth."""
+        birth = self.encoder.presence("online", time.time(), self.ctx.info)
+        await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
+
+    def _goodbye(self) -> list[tuple[str, bytes, int, bool]]:
+        """What a deliberate disconnect publishes first: ``offline``, the same as the will."""
+        return [self._will()]
+
     def _new_client(self) -> mqtt.Client:
         cfg = self.config
         v5 = cfg.protocol == "5"
@@ -170,8 +185,7 @@ class MqttSink(Sink):
             client.username_pw_set(cfg.username, password)
         if cfg.tls:
             client.tls_set_context(tls_context(cfg, self.ctx.name))
-        will = self.encoder.presence("offline", time.time())
-        client.will_set(self.topics.status, will, self._qos[Kind.STATUS], cfg.retain_status)
+        client.will_set(*self._will())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -195,12 +209,9 @@ class MqttSink(Sink):
     async def _close(self, client: mqtt.Client, goodbye: bool) -> None:
         """Say offline (retained) when leaving on purpose, then disconnect and stop paho's thread."""
         if goodbye and self._connected:
-            offline = self.encoder.presence("offline", time.time())
             try:
                 async with asyncio.timeout(min(2.0, self.config.ack_timeout)):
-                    await self._send(
-                        [(self.topics.status, offline, self._qos[Kind.STATUS], self.config.retain_status)]
-                    )
+                    await self._send(self._goodbye())
             except (TimeoutError, TransientError, FatalError):
                 pass  # the broker publishes the retained will instead
         self._connected = False
