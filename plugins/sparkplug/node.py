@@ -135,7 +135,8 @@ class EdgeNode:
         by_exception: bool = True,
     ) -> list[Out]:
         """DDATA for ``(metric, sample, tag type)`` items, preceded by a DBIRTH when the device or one of
-        the metrics is new (or the device was dead)."""
+        the metrics is new (or the device was dead). ``historical`` samples (resent from the outbox) all
+        go out, flagged, and never become a birth value or replace a newer last value."""
         device = self.devices.setdefault(device_name, Device())
         known = self.tags.get(device_name, {})
         changed: list[tuple[str, MetricState, Sample]] = []
@@ -158,7 +159,7 @@ class EdgeNode:
         if grew or not device.born:
             firsts: dict[str, Sample] = {}
             for name, state, sample in changed:
-                if state.last is None:
+                if state.last is None and not historical:  # history is never a birth value
                     firsts.setdefault(name, sample)
             for name, sample in firsts.items():
                 device.metrics[name].last = sample  # born with its first value

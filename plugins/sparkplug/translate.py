@@ -27,7 +27,9 @@ def translate(node: EdgeNode, envelope: Envelope, now_ms: int) -> list[Out]:
     historical = envelope.replayed
     if message.kind is Kind.READINGS:
         source = str(body.get("source", message.key))
-        return node.data(source, reading_samples(body.get("readings", [])), now_ms, historical=historical)
+        samples = reading_samples(body.get("readings", []))
+        # by exception when live; what waited in the outbox is history and goes out whole
+        return node.data(source, samples, now_ms, historical=historical, by_exception=not historical)
     if message.kind is Kind.FEATURES:
         device = node.pipeline_device(message.key)
         samples = feature_samples(body, ts_ms)
