@@ -31,6 +31,7 @@ from agent.records import Envelope, Kind
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.connect import connack_error, connect_error, connect_options, tls_context
 from plugins.mqtt.payloads import Encoder, Topics
+from plugins.mqtt.uns import Uns
 
 
 @dataclass
@@ -61,6 +62,11 @@ class MqttSink(Sink):
             Kind.READINGS: q.readings,
         }
         self._where = f"{config.host}:{config.broker_port}"
+        self.uns = (
+            Uns(self.topics.base, ctx.tags, config.uns.qos, config.uns.keep_batch)
+            if config.uns.enabled
+            else None
+        )
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
@@ -117,6 +123,16 @@ class MqttSink(Sink):
             self._qos,
             self.config.retain_status,
         )
+        if self.uns is not None:
+            item = lambda env: (  # noqa: E731 - the one item of an envelope, as below
+                topic_for(env.message.kind, env.message.key),
+                encode(env),
+                qos[env.message.kind],
+                retain and env.message.kind is Kind.STATUS,
+            )
+            await self._send(self.uns.items(batch, item))
+            self.ctx.status.count("published", len(batch))
+            return
         await self._send(
             [
                 (
@@ -134,6 +150,8 @@ class MqttSink(Sink):
         client = self._client
         if client is None or not self._connected or self._loop is None:
             raise TransientError(f"not connected to broker {self._where}")
+        if not items:
+            return  # nothing to wait for (UNS: every reading was older than its retained value)
         pending = _Pending(self._loop.create_future(), len(items))
         for topic, payload, qos, retain in items:
             info = client.publish(topic, payload, qos, retain)
