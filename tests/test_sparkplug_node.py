@@ -230,7 +230,11 @@ def test_our_protobuf_module_matches_an_independent_one_field_by_field() -> None
         )
         for field in mine.fields:
             other = theirs.fields_by_name[field.name]
-            assert (field.number, field.type, field.is_repeated) == (other.number, other.type, other.is_repeated), (
+            assert (field.number, field.type, field.is_repeated) == (
+                other.number,
+                other.type,
+                other.is_repeated,
+            ), (
                 name,
                 field.name,
             )

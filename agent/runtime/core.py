@@ -52,6 +52,7 @@ class Runtime(Reloading):
             "version": __version__,
             "config_hash": config_hash(file) if Path(file).exists() else "",
             "started_at": iso(self.started_at),
+            "started_at_ms": round(self.started_at * 1000),
         }
         self.last_good: dict[str, float] = {}  # tag -> wall time its last good value arrived
         self.sources: dict[str, SourceRun] = {}
@@ -289,6 +290,7 @@ class Runtime(Reloading):
             return {
                 "state": s.state.value,
                 "since": iso(s.since),
+                "since_ms": round(s.since * 1000),
                 "failures": s.failures,
                 "error": s.last_error,
             }
