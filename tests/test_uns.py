@@ -70,17 +70,19 @@ def late_subscriber(port: int, topic_filter: str, expect: int) -> dict[str, dict
         return dict(got)
 
 
-def make_sink(port: int, tmp_path: Path, **uns: Any) -> MqttSink:
+def make_sink(
+    port: int, tmp_path: Path, prefix: str = "plant/line1", agent_id: str = "gw1", **uns: Any
+) -> MqttSink:
     config = MqttSinkConfig(
         type="mqtt",
         name="uns",
         host="127.0.0.1",
         port=port,
-        prefix="plant/line1",
+        prefix=prefix,
         kinds=["alert", "status", "features", "readings"],
         uns={"enabled": True, **uns},
     )
-    ctx = PluginContext("uns", "gw1", tmp_path, ComponentStatus("uns", "sink"), tags=TAGS)
+    ctx = PluginContext("uns", agent_id, tmp_path, ComponentStatus("uns", "sink"), tags=TAGS)
     return MqttSink(config, ctx)
 
 
@@ -107,7 +109,7 @@ async def test_a_late_subscriber_sees_every_tag_and_the_alert_state(
         )
         alert = {"pipeline": "pump", "state": "raised", "score": 9.5, "threshold": 4.0, "summary": "hot"}
         await sink.publish([Envelope(5, 1, Message(Kind.ALERT, "pump", 5.0, alert))])
-    got = late_subscriber(mosquitto.port, "plant/line1/gw1/#", expect=5)
+    got = late_subscriber(mosquitto.port, "plant/line1/gw1/#", expect=6)  # 4 tags, state, status
     base = "plant/line1/gw1"
     assert got[f"{base}/press/running"]["value"] is True
     assert got[f"{base}/press/recipe"] == {
