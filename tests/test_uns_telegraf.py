@@ -1,4 +1,4 @@
-"""The Telegraf example (examples/telegraf-uns.toml) reads what the agent really publishes in UNS mode.
+"""The Telegraf example (examples/telegraf-uns.conf) reads what the agent really publishes in UNS mode.
 
 Telegraf itself is not installed here: the test parses its TOML and checks, against payloads a real
 mosquitto delivered from the real sink, that every subscription and topic_parsing pattern matches the
@@ -19,7 +19,7 @@ from agent.records import Envelope, Kind, Message
 from tests.mosquitto import Mosquitto, running_mosquitto
 from tests.test_uns import late_subscriber, make_sink, readings
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "telegraf-uns.toml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "telegraf-uns.conf"
 PYTHON_TYPE = {"bool": bool, "float": float, "string": str}
 
 
