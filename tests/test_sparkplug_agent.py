@@ -263,7 +263,7 @@ def test_host_sees_gapless_seq_and_bdseq_across_rebirth_outage_and_sigkill(
         agent = spawn(tmp_path, log)
         wait(lambda: count(host, "NBIRTH") > births + 2, "the NBIRTH after the restart")
         wait(
-            lambda: count(host, "DDATA", "rec") >= 3 + count_after_last_birth(host), "data after the restart"
+            lambda: count(host, "DDATA", "rec") >= 3 + ddata_before_last_birth(host), "data after the restart"
         )
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(30) == 0
@@ -283,11 +283,15 @@ def test_host_sees_gapless_seq_and_bdseq_across_rebirth_outage_and_sigkill(
     assert deaths in ([1, 2], [0, 1, 2]), deaths
     dbirth = next(e for e in events if e.type == "DBIRTH" and e.device == "rec")
     assert {m.name for m in dbirth.metrics} == {"bearing_temp", "vibration"}
+    values = [m.value for e in events if e.type == "DDATA" and e.device == "rec" for m in e.metrics]
+    assert values and all(
+        v is None or 40 < v < 60 or 0.5 < v < 1.5 for v in values
+    )  # temperatures, vibration
     pipeline = next(e for e in events if e.type == "DBIRTH" and e.device == "pipeline-pump")
     assert {"score", "features/bearing_temp.mean", "alert/active"} <= {m.name for m in pipeline.metrics}
 
 
-def count_after_last_birth(host: Host) -> int:
+def ddata_before_last_birth(host: Host) -> int:
     events = host.snapshot()
     last = max(i for i, e in enumerate(events) if e.type == "NBIRTH")
     return sum(e.type == "DDATA" and e.device == "rec" for e in events[:last])
