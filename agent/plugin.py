@@ -82,6 +82,8 @@ class PluginContext:
     status: ComponentStatus
     log: Any = None  # structlog BoundLogger with component=<name>
     info: dict[str, Any] = field(default_factory=dict)  # version, config_hash, started_at
+    tags: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """What sinks describe tags with: ``{source: {tag: {"unit": ..., "type": ...}}}`` (``tag_catalog``)."""
 
     def __post_init__(self) -> None:
         if self.log is None:
@@ -197,6 +199,7 @@ def build(
     agent_id: str,
     state_dir: Path,
     info: dict[str, Any] | None = None,
+    tags: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> tuple[Any, PluginContext]:
     """An instance of the plugin ``cfg`` names, with its own context, status and logger.
 
@@ -211,8 +214,24 @@ def build(
         status=ComponentStatus(name=name, kind=kind),
         log=structlog.get_logger().bind(component=f"{kind}:{name}"),
         info=info if info is not None else {},
+        tags=tags if tags is not None else {},
     )
     return registry(kind)[cfg.type].load()(cfg, ctx), ctx
+
+
+def tag_catalog(sources: Sequence[SourceConfig]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{source: {tag: {"unit", "type"}}}`` of the configured tags; ``type`` is the tag's data type
+    when its plugin has one (Modbus ``int16``...), else None (learnt from the first value)."""
+    return {
+        src.name: {
+            t.name: {
+                "unit": t.unit,
+                "type": getattr(t, "type", None) if isinstance(getattr(t, "type", None), str) else None,
+            }
+            for t in src.tags
+        }
+        for src in sources
+    }
 
 
 def registry(kind: Literal["source", "sink"]) -> dict[str, PluginSpec]:

@@ -43,7 +43,7 @@ class Reading:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "tag": self.tag,
-            "ts": self.ts,
+            "ts_ms": round(self.ts * 1000),  # issue 14: one time form in payloads, epoch ms
             "value": self.value,
             "quality": str(self.quality),
         }

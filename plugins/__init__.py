@@ -11,6 +11,7 @@ from plugins.modbus import SPEC as MODBUS
 from plugins.mqtt import SPEC as MQTT
 from plugins.opcua import SPEC as OPCUA
 from plugins.replay import SPEC as REPLAY
+from plugins.sparkplug import SPEC as SPARKPLUG
 from plugins.stdout import JSONL, STDOUT
 
-BUILTIN: list[PluginSpec] = [REPLAY, STDOUT, JSONL, OPCUA, MODBUS, MQTT]
+BUILTIN: list[PluginSpec] = [REPLAY, STDOUT, JSONL, OPCUA, MODBUS, MQTT, SPARKPLUG]

@@ -45,8 +45,8 @@ def test_replay_raises_and_clears_an_explained_alert(tmp_path: Path) -> None:
     alerts = [m for m in out if m["kind"] == "alert"]
     assert [a["state"] for a in alerts] == ["raised", "cleared"]
     raised, cleared = alerts
-    assert 1_700_000_300 <= raised["window"]["end"] <= 1_700_000_320
-    assert 1_700_000_400 <= cleared["window"]["end"] <= 1_700_000_425
+    assert 1_700_000_300_000 <= raised["window"]["end_ms"] <= 1_700_000_320_000
+    assert 1_700_000_400_000 <= cleared["window"]["end_ms"] <= 1_700_000_425_000
     # The step enters the window first as spread (std), then as level (mean): either names the tag.
     assert {t["tag"] for t in raised["top"]} == {"bearing_temp"}
     assert raised["top"][0]["z"] > 4

@@ -56,7 +56,7 @@ def make_sink(port: int, tmp_path: Path, agent_id: str = "a1", **options: Any) -
 def features(key: str, n: int) -> Message:
     payload = {
         "pipeline": key,
-        "window": {"start": 1_700_000_000.0 + n, "end": 1_700_000_010.0 + n},
+        "window": {"start_ms": 1_700_000_000_000 + n * 1000, "end_ms": 1_700_000_010_000 + n * 1000},
         "coverage": 1.0,
         "status": "scored",
         "reason": None,
@@ -74,7 +74,7 @@ def alert(key: str, n: int) -> Message:
         "score": 0.97,
         "threshold": 0.9,
         "clear_threshold": 0.8,
-        "window": {"start": 1_700_000_000.0, "end": 1_700_000_010.0},
+        "window": {"start_ms": 1_700_000_000_000, "end_ms": 1_700_000_010_000},
         "model": "pump-v1",
         "top": [
             {
@@ -147,7 +147,10 @@ async def test_publish_and_receive_every_kind_with_birth_and_goodbye(
 ) -> None:
     sink = make_sink(mosquitto.port, tmp_path, protocol=protocol, qos={"readings": 1})
     outbox = MemoryOutbox(10**6)
-    readings = {"source": "plc1", "readings": [{"tag": "pump", "ts": 1.5, "value": 2.0, "quality": "good"}]}
+    readings = {
+        "source": "plc1",
+        "readings": [{"tag": "pump", "ts_ms": 1500, "value": 2.0, "quality": "good"}],
+    }
     status = {
         "state": "online",
         "version": "0.1.0",
@@ -180,7 +183,7 @@ async def test_publish_and_receive_every_kind_with_birth_and_goodbye(
     )
     assert [m.body["seq"] for m in got if "/features/" in m.topic] == [1, 2]
     first = next(m.body for m in got if "/alerts/" in m.topic)
-    assert first["schema"] == "edge-agent/alert/1" and first["agent"] == "a1"
+    assert first["schema"] == "edge-agent/alert/2" and first["agent"] == "a1"
     assert first["replayed"] is True  # appended before the connection: it waited in the outbox
     assert first["ts"] == "2023-11-14T22:13:30.000Z" and first["ts_ms"] == 1_700_000_010_000
     schemas = {p.name.split(".")[0]: json.loads(p.read_text()) for p in SCHEMAS.glob("*.schema.json")}
@@ -334,7 +337,7 @@ async def test_publish_after_broker_death_raises_transient(mosquitto: Mosquitto,
 
 def test_encoder_puts_the_envelope_first_and_marks_replay() -> None:
     body = Encoder("a1").encode(Envelope(3, 42, features("line1", 0), replayed=True))
-    assert body.startswith(b'{"schema":"edge-agent/features/1","agent":"a1","seq":42,')
+    assert body.startswith(b'{"schema":"edge-agent/features/2","agent":"a1","seq":42,')
     decoded = json.loads(body)
     assert (
         decoded["replayed"] is True

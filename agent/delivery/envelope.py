@@ -1,6 +1,7 @@
 """The wire form of a message: its payload plus the envelope fields every consumer relies on.
 
-``schema`` names the payload schema (``edge-agent/<kind>/1``, JSON Schema files in ``agent/schemas``);
+``schema`` names the payload schema (``edge-agent/<kind>/2``, JSON Schema files in ``agent/schemas``);
+every time in a payload is integer epoch milliseconds (``ts_ms``, ``*_ms``); ``ts`` is ISO text for people;
 ``seq`` increases by one per topic and survives restarts, so consumers detect gaps and duplicates;
 ``replayed`` marks messages that waited in the outbox through an outage or a restart.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 from agent.records import Envelope
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every time is ts_ms / *_ms, integer epoch milliseconds (issue 14)
 
 
 def iso(ts: float) -> str:

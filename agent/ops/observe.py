@@ -183,4 +183,10 @@ class Observer:
 
 
 def _component(s: ComponentStatus) -> dict[str, Any]:
-    return {"state": s.state.value, "since": iso(s.since), "failures": s.failures, "error": s.last_error}
+    return {
+        "state": s.state.value,
+        "since": iso(s.since),
+        "since_ms": round(s.since * 1000),
+        "failures": s.failures,
+        "error": s.last_error,
+    }

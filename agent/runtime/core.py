@@ -26,7 +26,7 @@ from agent.delivery.envelope import iso
 from agent.delivery.outbox import Outbox
 from agent.ops import logs
 from agent.ops.observe import Observer
-from agent.plugin import State, build
+from agent.plugin import State, build, tag_catalog
 from agent.records import Reading
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models
 from agent.runtime.reload import Reloading
@@ -53,6 +53,7 @@ class Runtime(Streaming, Reloading):
             "version": __version__,
             "config_hash": config_hash(file) if Path(file).exists() else "",
             "started_at": iso(self.started_at),
+            "started_at_ms": round(self.started_at * 1000),
         }
         self.sources: dict[str, SourceRun] = {}
         self.sinks: dict[str, SinkRun] = {}
@@ -67,7 +68,7 @@ class Runtime(Streaming, Reloading):
         """Create the sink and its delivery task; reuse ``outbox`` (a reload keeps what it holds)."""
         assert self._tg is not None
         agent = self.cfg.agent
-        impl, ctx = build("sink", cfg, agent.id, agent.state_dir, self.info)
+        impl, ctx = build("sink", cfg, agent.id, agent.state_dir, self.info, tag_catalog(self.cfg.sources))
         name = ctx.name
         if outbox is None:
             outbox = open_outbox(cfg.outbox, agent.state_dir / f"outbox-{name}.sqlite", log=ctx.log)

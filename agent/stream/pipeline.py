@@ -117,7 +117,7 @@ class Pipeline:
             elif reason is not None:
                 self.stats.skipped += 1
             status = "skipped" if reason else ("scored" if score is not None else "unscored")
-            span = {"start": window.start, "end": window.end}
+            span = {"start_ms": round(window.start * 1000), "end_ms": round(window.end * 1000)}
             out.append(
                 Message(
                     Kind.FEATURES,
@@ -145,7 +145,7 @@ class Pipeline:
         self,
         transition: Transition,
         score: float,
-        span: dict[str, float],
+        span: dict[str, int],
         x: np.ndarray,
         contrib: np.ndarray | None,
         model: Model,
@@ -162,7 +162,7 @@ class Pipeline:
         return Message(
             Kind.ALERT,
             self.name,
-            span["end"],
+            span["end_ms"] / 1000,
             {
                 "pipeline": self.name,
                 "state": transition.value,

@@ -24,6 +24,24 @@ class QosConfig(Model):
     )
 
 
+class UnsConfig(Model):
+    """UNS mode: the present on retained topics, for subscribers that come late (dashboards, historians)."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Publish each tag's latest value retained on `{prefix}/{agent_id}/{source}/{tag}` as "
+            "`{value, ts_ms, quality, unit}`, and each pipeline's alert state retained on "
+            "`{prefix}/{agent_id}/alerts/{pipeline}/state`. Needs `kinds` to list readings."
+        ),
+    )
+    qos: QoS = Field(default=1, description="QoS of the retained tag and alert-state topics.")
+    keep_batch: bool = Field(
+        default=False,
+        description="Also publish the batched `readings/{source}` topic (off: the per-tag topics replace it).",
+    )
+
+
 class MqttSinkConfig(SinkConfig):
     """Publishes alerts, status, features and optionally raw readings to one MQTT broker."""
 
@@ -80,6 +98,7 @@ class MqttSinkConfig(SinkConfig):
     )
     retain_status: bool = Field(default=True, description="Publish status (birth, will, updates) retained.")
     qos: QosConfig = Field(default_factory=QosConfig, description="QoS per message kind.")
+    uns: UnsConfig = Field(default_factory=UnsConfig, description="UNS mode: retained current values.")
 
     @model_validator(mode="after")
     def _tls_files(self) -> MqttSinkConfig:
@@ -89,6 +108,8 @@ class MqttSinkConfig(SinkConfig):
             object.__setattr__(self, "tls", True)
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
+        if self.uns.enabled and "readings" not in self.kinds:
+            raise ValueError('uns.enabled needs the readings: add "readings" to kinds')
         return self
 
     @property

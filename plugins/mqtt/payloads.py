@@ -1,8 +1,10 @@
 """Topics and JSON payloads of the MQTT sink.
 
 Every payload is the message's own body plus the envelope fields, first in the object:
-``schema`` (``edge-agent/<kind>/1``), ``agent``, ``seq`` (per topic, +1 each, durable across restarts),
-``ts`` (ISO-8601 UTC, milliseconds), ``ts_ms`` (epoch milliseconds) and ``replayed``. The JSON Schema of
+``schema`` (``edge-agent/<kind>/2``), ``agent``, ``seq`` (per topic, +1 each, durable across restarts),
+``ts`` (ISO-8601 UTC, milliseconds, for people), ``ts_ms`` (epoch milliseconds) and ``replayed``. Every
+other time in a payload is epoch milliseconds too (``ts_ms`` of each reading, ``window.start_ms`` /
+``end_ms``, ``since_ms``, ``started_at_ms``). The JSON Schema of
 each kind is in ``agent/schemas/<kind>.schema.json``. Birth and last-will messages on the status topic
 come from the sink, not from the outbox, and carry no ``seq``.
 """
@@ -59,7 +61,8 @@ class Encoder:
         return (head + ("," + body[1:] if len(body) > 2 else "}")).encode()
 
     def presence(self, state: str, ts: float, info: dict[str, Any] | None = None) -> bytes:
-        """A birth (``online``, with version, config_hash and started_at) or will (``offline``) status."""
+        """A birth (``online``, with version, config_hash, started_at and started_at_ms) or will
+        (``offline``) status."""
         body: dict[str, Any] = {
             "schema": f"edge-agent/status/{SCHEMA_VERSION}",
             "agent": self.agent_id,
@@ -68,5 +71,6 @@ class Encoder:
             "state": state,
         }
         if info:
-            body.update({k: info[k] for k in ("version", "config_hash", "started_at") if k in info})
+            keys = ("version", "config_hash", "started_at", "started_at_ms")
+            body.update({k: info[k] for k in keys if k in info})
         return self._dumps(body).encode()

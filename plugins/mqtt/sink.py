@@ -31,6 +31,7 @@ from agent.records import Envelope, Kind
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.connect import connack_error, connect_error, connect_options, tls_context
 from plugins.mqtt.payloads import Encoder, Topics
+from plugins.mqtt.uns import Uns
 
 
 @dataclass
@@ -61,6 +62,11 @@ class MqttSink(Sink):
             Kind.READINGS: q.readings,
         }
         self._where = f"{config.host}:{config.broker_port}"
+        self.uns = (
+            Uns(self.topics.base, ctx.tags, config.uns.qos, config.uns.keep_batch)
+            if config.uns.enabled
+            else None
+        )
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
@@ -94,8 +100,7 @@ class MqttSink(Sink):
             self.ctx.log.info(
                 "connected", broker=self._where, protocol=self.config.protocol, tls=self.config.tls
             )
-            birth = self.encoder.presence("online", time.time(), self.ctx.info)
-            await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
+            await self._session_started()
         except BaseException:
             await self._close(client, goodbye=False)
             raise
@@ -118,6 +123,16 @@ class MqttSink(Sink):
             self._qos,
             self.config.retain_status,
         )
+        if self.uns is not None:
+            item = lambda env: (  # noqa: E731 - the one item of an envelope, as below
+                topic_for(env.message.kind, env.message.key),
+                encode(env),
+                qos[env.message.kind],
+                retain and env.message.kind is Kind.STATUS,
+            )
+            await self._send(self.uns.items(batch, item))
+            self.ctx.status.count("published", len(batch))
+            return
         await self._send(
             [
                 (
@@ -135,6 +150,8 @@ class MqttSink(Sink):
         client = self._client
         if client is None or not self._connected or self._loop is None:
             raise TransientError(f"not connected to broker {self._where}")
+        if not items:
+            return  # nothing to wait for (UNS: every reading was older than its retained value)
         pending = _Pending(self._loop.create_future(), len(items))
         for topic, payload, qos, retain in items:
             info = client.publish(topic, payload, qos, retain)
@@ -151,6 +168,22 @@ class MqttSink(Sink):
                 f"broker {self._where} refused {len(pending.refused)} of {len(items)} messages "
                 f"({pending.refused[0]}); check its ACL for topic {self.topics.base}/#"
             )
+
+    # What a session says: a subclass (the Sparkplug sink) overrides these three.
+
+    def _will(self) -> tuple[str, bytes, int, bool]:
+        """The last will registered with each CONNECT: a retained ``offline`` status."""
+        will = self.encoder.presence("offline", time.time())
+        return self.topics.status, will, self._qos[Kind.STATUS], self.config.retain_status
+
+    async def _session_started(self) -> None:
+        """Runs once the broker accepted the connection, before any ``publish``: the birth."""
+        birth = self.encoder.presence("online", time.time(), self.ctx.info)
+        await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
+
+    def _goodbye(self) -> list[tuple[str, bytes, int, bool]]:
+        """What a deliberate disconnect publishes first: ``offline``, the same as the will."""
+        return [self._will()]
 
     def _new_client(self) -> mqtt.Client:
         cfg = self.config
@@ -170,8 +203,7 @@ class MqttSink(Sink):
             client.username_pw_set(cfg.username, password)
         if cfg.tls:
             client.tls_set_context(tls_context(cfg, self.ctx.name))
-        will = self.encoder.presence("offline", time.time())
-        client.will_set(self.topics.status, will, self._qos[Kind.STATUS], cfg.retain_status)
+        client.will_set(*self._will())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -195,12 +227,9 @@ class MqttSink(Sink):
     async def _close(self, client: mqtt.Client, goodbye: bool) -> None:
         """Say offline (retained) when leaving on purpose, then disconnect and stop paho's thread."""
         if goodbye and self._connected:
-            offline = self.encoder.presence("offline", time.time())
             try:
                 async with asyncio.timeout(min(2.0, self.config.ack_timeout)):
-                    await self._send(
-                        [(self.topics.status, offline, self._qos[Kind.STATUS], self.config.retain_status)]
-                    )
+                    await self._send(self._goodbye())
             except (TimeoutError, TransientError, FatalError):
                 pass  # the broker publishes the retained will instead
         self._connected = False
