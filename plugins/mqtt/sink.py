@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -68,6 +69,7 @@ class MqttSink(Sink):
         self._waiting: dict[int, _Pending] = {}
         self._acks: deque[tuple[int, str | None]] = deque()
         self._drain_scheduled = False
+        self._probing = False  # check --connect: own client id, no will, no birth, no goodbye
 
     @property
     def connected(self) -> bool:
@@ -94,6 +96,8 @@ class MqttSink(Sink):
             self.ctx.log.info(
                 "connected", broker=self._where, protocol=self.config.protocol, tls=self.config.tls
             )
+            if self._probing:
+                return self
             birth = self.encoder.presence("online", time.time(), self.ctx.info)
             await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
         except BaseException:
@@ -104,6 +108,16 @@ class MqttSink(Sink):
     async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
             await self._close(self._client, goodbye=True)
+
+    async def probe(self) -> None:
+        """Connect as ``{client id}-check-{pid}`` and leave, publishing nothing: the broker would drop a
+        running agent whose client id we took, and a birth or goodbye would flip its retained status."""
+        self._probing = True
+        try:
+            async with self:
+                pass
+        finally:
+            self._probing = False
 
     async def publish(self, batch: Sequence[Envelope]) -> None:
         """Publish ``batch`` in order; return when the broker acknowledged every message.
@@ -157,7 +171,8 @@ class MqttSink(Sink):
         v5 = cfg.protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"edge-agent-{self.ctx.agent_id}",
+            client_id=(cfg.client_id or f"edge-agent-{self.ctx.agent_id}")
+            + (f"-check-{os.getpid()}" if self._probing else ""),
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             clean_session=None if v5 else cfg.clean_start,
             reconnect_on_failure=False,
@@ -170,8 +185,9 @@ class MqttSink(Sink):
             client.username_pw_set(cfg.username, password)
         if cfg.tls:
             client.tls_set_context(tls_context(cfg, self.ctx.name))
-        will = self.encoder.presence("offline", time.time())
-        client.will_set(self.topics.status, will, self._qos[Kind.STATUS], cfg.retain_status)
+        if not self._probing:
+            will = self.encoder.presence("offline", time.time())
+            client.will_set(self.topics.status, will, self._qos[Kind.STATUS], cfg.retain_status)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -194,7 +210,7 @@ class MqttSink(Sink):
 
     async def _close(self, client: mqtt.Client, goodbye: bool) -> None:
         """Say offline (retained) when leaving on purpose, then disconnect and stop paho's thread."""
-        if goodbye and self._connected:
+        if goodbye and self._connected and not self._probing:
             offline = self.encoder.presence("offline", time.time())
             try:
                 async with asyncio.timeout(min(2.0, self.config.ack_timeout)):
