@@ -104,9 +104,12 @@ class Verdict:
         return "\n".join(lines)
 
 
-def _rank(value: float | int) -> float:
-    """Smaller is more like a process value: how far the magnitude is outside 0.01 .. 10000."""
+def _rank(dtype: str, value: float | int) -> float:
+    """Smaller is more like a process value. Floats: how far the magnitude is outside 0.01 .. 10000;
+    integers: the magnitude itself (a wrong order multiplies a small integer by 256 or 65536)."""
     size = abs(float(value))
+    if dtype not in FLOAT_TYPES:
+        return size
     if size == 0.0:
         return 0.5  # zero fits every order equally; prefer a value that says something
     return max(0.0, abs(math.log10(size) - 1.0) - 3.0)
@@ -138,9 +141,10 @@ def judge(dtype: str, configured: str, registers: Sequence[int]) -> Verdict:
                 problems[order] = f"{abs(int(value)) // max(smallest, 1):,}x another order's magnitude"
     plausible = [o for o in values if o not in problems]
     best = None
-    if plausible:
-        best = configured if configured in plausible and _rank(values[configured]) == 0 else None
-        best = best or min(plausible, key=lambda o: (_rank(values[o]), _PRIOR.index(_TO_32.get(o, o))))
+    if configured in plausible:
+        best = configured  # only an implausible value calls the configured order into question
+    elif plausible:
+        best = min(plausible, key=lambda o: (_rank(dtype, values[o]), _PRIOR.index(_TO_32.get(o, o))))
     return Verdict(dtype, configured, values, problems, best)
 
 
@@ -163,19 +167,22 @@ def _float_guess(block: Sequence[int], offset: int) -> Guess | None:
     pair = block[offset : offset + 2]
     if len(pair) < 2 or not any(pair):
         return None
-    verdict = judge("float32", "ABCD", pair)
-    if len(verdict.plausible) != 1 or verdict.best is None:
+    verdict = judge("float32", "", pair)
+    if verdict.best is None:
         return None
-    value = verdict.values[verdict.best]
-    if float(value) == int(value) and abs(value) < INT_RATIO:
-        return None  # an integral float like 3.0 is as likely two small integers
-    return Guess(offset, "float32", verdict.best, value, "only order giving a plausible float")
+    others = [o for o in verdict.plausible if o != verdict.best]
+    note = (
+        f"a float; also plausible: {', '.join(others)}"
+        if others
+        else "the only order giving a plausible float"
+    )
+    return Guess(offset, "float32", verdict.best, verdict.values[verdict.best], note)
 
 
 def scan(block: Sequence[int]) -> list[Guess]:
     """Walk a register block and guess, left to right, what each stretch holds.
 
-    A pair whose float32 decoding is plausible in exactly one order is a float32 in that order; a
+    A pair whose float32 decoding is plausible in some order is a float32 in the best of them; a
     zero register next to a non-zero one is the high (or low) word of a 32-bit integer; anything else is
     a uint16 (an int16 when it reads as a small negative number).
     """
