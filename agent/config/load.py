@@ -151,7 +151,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
         raise ConfigError(file, issues)
     model = config_model()
     try:
-        cfg = model(**data)
+        cfg = model(**_anchor_files(data, Path(path).resolve().parent))
     except ValidationError as exc:
         raise ConfigError(file, explain_validation(exc, model, data)) from None
     _resolve_paths(cfg, Path(path).resolve().parent)
@@ -164,6 +164,21 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
 def config_hash(path: str | Path) -> str:
     """Short hash of the config file's bytes, published in the status so a fleet can see drift."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def _anchor_files(data: Any, base: Path) -> Any:
+    """Relative ``*_file`` values made absolute against the config's folder before validation, because
+    secret files are read while validating (issue 12: a relative password_file was read from the cwd)."""
+    if isinstance(data, list):
+        return [_anchor_files(item, base) for item in data]
+    if not isinstance(data, dict):
+        return data
+    return {
+        k: str(base / v)
+        if k.endswith("_file") and isinstance(v, str) and v and not Path(v).is_absolute()
+        else _anchor_files(v, base)
+        for k, v in data.items()
+    }
 
 
 def _resolve_paths(model: BaseModel, base: Path) -> None:
