@@ -100,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("run", cmd_run, "run the agent until SIGTERM/SIGINT")
+    add(
+        "run",
+        cmd_run,
+        "run the agent until SIGTERM/SIGINT (drains and flushes, then exits); SIGHUP reloads the config "
+        "file: only what changed restarts, buffered data is kept, an invalid file is refused and the "
+        "running config stays",
+    )
     check = add(
         "check", cmd_check, "validate the config and models, print a summary; no network unless --connect"
     )

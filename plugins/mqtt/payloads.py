@@ -59,7 +59,8 @@ class Encoder:
         return (head + ("," + body[1:] if len(body) > 2 else "}")).encode()
 
     def presence(self, state: str, ts: float, info: dict[str, Any] | None = None) -> bytes:
-        """A birth (``online``, with version, config_hash and started_at) or will (``offline``) status."""
+        """A birth (``online``, with session, version, config_hash and started_at) or will (``offline``,
+        with the session of the birth it ends) status."""
         body: dict[str, Any] = {
             "schema": f"edge-agent/status/{SCHEMA_VERSION}",
             "agent": self.agent_id,
@@ -68,5 +69,7 @@ class Encoder:
             "state": state,
         }
         if info:
-            body.update({k: info[k] for k in ("version", "config_hash", "started_at") if k in info})
+            body.update(
+                {k: info[k] for k in ("session", "version", "config_hash", "started_at") if k in info}
+            )
         return self._dumps(body).encode()

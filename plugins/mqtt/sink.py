@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -70,6 +71,7 @@ class MqttSink(Sink):
         self._acks: deque[tuple[int, str | None]] = deque()
         self._drain_scheduled = False
         self._probing = False  # check --connect: own client id, no will, no birth, no goodbye
+        self._session = 0  # this connection's number: its birth and its will carry it (Sparkplug's bdSeq)
 
     @property
     def connected(self) -> bool:
@@ -79,6 +81,8 @@ class MqttSink(Sink):
         loop = self._loop = asyncio.get_running_loop()
         self._waiting, self._acks, self._drain_scheduled = {}, deque(), False
         self._connack = loop.create_future()
+        if not self._probing:
+            self._session = await asyncio.to_thread(next_session, self.ctx.state_dir, self.ctx.name)
         client = self._client = self._new_client()
         try:
             await self._connect(client)
@@ -98,7 +102,7 @@ class MqttSink(Sink):
             )
             if self._probing:
                 return self
-            birth = self.encoder.presence("online", time.time(), self.ctx.info)
+            birth = self.encoder.presence("online", time.time(), {**self.ctx.info, "session": self._session})
             await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
         except BaseException:
             await self._close(client, goodbye=False)
@@ -186,7 +190,7 @@ class MqttSink(Sink):
         if cfg.tls:
             client.tls_set_context(tls_context(cfg, self.ctx.name))
         if not self._probing:
-            will = self.encoder.presence("offline", time.time())
+            will = self.encoder.presence("offline", time.time(), {"session": self._session})
             client.will_set(self.topics.status, will, self._qos[Kind.STATUS], cfg.retain_status)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -211,7 +215,7 @@ class MqttSink(Sink):
     async def _close(self, client: mqtt.Client, goodbye: bool) -> None:
         """Say offline (retained) when leaving on purpose, then disconnect and stop paho's thread."""
         if goodbye and self._connected and not self._probing:
-            offline = self.encoder.presence("offline", time.time())
+            offline = self.encoder.presence("offline", time.time(), {"session": self._session})
             try:
                 async with asyncio.timeout(min(2.0, self.config.ack_timeout)):
                     await self._send(
@@ -277,6 +281,25 @@ class MqttSink(Sink):
                 pending.lost = reason
                 pending.future.set_result(None)
         self._waiting.clear()
+
+
+def next_session(state_dir: Path, sink: str) -> int:
+    """The next session number of this sink, kept in ``state_dir`` so it grows across restarts too.
+
+    A consumer keeps, per agent, the status of the highest session, and within one session ``offline``
+    over ``online``: the will is composed at connect time, so its ``ts`` is older than the birth's.
+    """
+    path = state_dir / f"mqtt-session-{sink}"
+    try:
+        last = int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        last = 0
+    with contextlib.suppress(OSError):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(f"{last + 1}\n")
+        os.replace(tmp, path)
+    return last + 1
 
 
 def _close_socket(client: mqtt.Client) -> None:
