@@ -80,6 +80,8 @@ def test_readme_commands_work_in_a_fresh_clone_with_a_fresh_venv(tmp_path: Path)
     assert (work / "edge-agent" / ".venv" / "bin" / "python").exists()
     assert re.search(r"ALERT RAISED .* sigma (above|below) normal \(value", out), out[-4000:]
     assert re.search(r"# demo finished at .*[1-9]\d* alerts raised", out), out[-4000:]
+    # the scenario restarts the PLC: the user sees the connection lost and then recovered
+    assert "connection lost" in out and "recovered" in out, out[-4000:]
 
     # The test command runs in the same clone, as a user would after the demo; inside, pytest only
     # collects (PYTEST_ADDOPTS), or this test would run itself again.
