@@ -1,7 +1,8 @@
 """The ``edge-agent`` command.
 
-Exit codes: 0 success, 1 a runtime failure (a source unreachable in ``once``/``check --connect``),
-2 a configuration problem (printed with file, key path and fix; never a traceback).
+Exit codes: 0 success; 1 a runtime failure (``once``/``check --connect``: a source that reads no good tag
+or a sink that cannot be reached; ``record`` refused; ``train`` failed); 2 a configuration problem
+(printed with file, key path and fix; never a traceback).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from agent import __version__
-from agent.errors import ConfigError, EdgeAgentError
+from agent.errors import ConfigError
 from agent.ops import logs
 
 
@@ -35,94 +36,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from agent.checks import connect_all, summary
     from agent.runtime.parts import load_models
-    from agent.stream.features import feature_names
 
     cfg = _load(args.config)
-    slots = load_models(cfg, args.config)
-    out = [f"{args.config}: OK  (agent {cfg.agent.id}, state in {cfg.agent.state_dir})", ""]
-    out.append(f"sources ({len(cfg.sources)}):")
-    for s in cfg.sources:
-        names = ", ".join(t.name for t in s.tags[:6]) + (
-            f", ... (+{len(s.tags) - 6})" if len(s.tags) > 6 else ""
-        )
-        out.append(
-            f"  {s.name:<16} {s.type:<8} {len(s.tags):>5} tags  {names}{'' if s.enabled else '  [disabled]'}"
-        )
-    out.append(f"pipelines ({len(cfg.pipelines)}):")
-    for p in cfg.pipelines:
-        w = p.window
-        span = (
-            f"{w.length:g}s/{w.hop_s:g}s every {w.period:g}s"
-            if w.kind == "time"
-            else f"{w.size}/{w.step or w.size} rows"
-        )
-        n = len(feature_names(p.tags, p.features))
-        model = f"model {slots[p.name].model.id}" if p.name in slots else "no model (features only)"
-        out.append(
-            f"  {p.name:<16} {len(p.tags)} tags x {len(p.features)} features = {n}  window {span}  {model}"
-        )
-    out.append(f"sinks ({len(cfg.sinks)}):")
-    for k in cfg.sinks:
-        store = "disk" if k.outbox.durable else "memory"
-        out.append(f"  {k.name or k.type:<16} {k.type:<8} kinds {','.join(k.kinds)}  outbox {store}")
-    print("\n".join(out))
+    print(summary(cfg, load_models(cfg, args.config), args.config))
     if args.connect:
-        return asyncio.run(_connect_all(cfg))
+        logs.configure("warning", "console")
+        return asyncio.run(connect_all(cfg))
     return 0
 
 
-async def _connect_all(cfg: Any) -> int:
-    from agent.plugin import build
-
-    failures = 0
-    kinds: tuple[tuple[Any, Literal["source", "sink"]], ...] = ((cfg.sources, "source"), (cfg.sinks, "sink"))
-    for section, kind in kinds:
-        for item in section:
-            impl, ctx = build(kind, item, cfg.agent.id, cfg.agent.state_dir)
-            name = ctx.name
-            try:
-                if kind == "source":
-                    readings = await asyncio.wait_for(impl.read_once(), 30)
-                    good = sum(1 for r in readings if r.quality == "good")
-                    print(f"  connect {name}: OK, {good}/{len(readings)} tags good")
-                else:
-                    async with asyncio.timeout(30), impl:
-                        pass
-                    print(f"  connect {name}: OK")
-            except (EdgeAgentError, OSError, TimeoutError) as exc:
-                failures += 1
-                print(f"  connect {name}: FAILED: {exc or type(exc).__name__}")
-    return 1 if failures else 0
-
-
 def cmd_once(args: argparse.Namespace) -> int:
+    from agent.checks import read_all
+
     cfg = _load(args.config)
     logs.configure("warning", "console")
-    return asyncio.run(_once(cfg, args.json))
-
-
-async def _once(cfg: Any, as_json: bool) -> int:
-    from agent.plugin import build
-
-    failed = 0
-    for src in cfg.sources:
-        if not src.enabled:
-            continue
-        try:
-            source, _ = build("source", src, cfg.agent.id, cfg.agent.state_dir)
-            readings = await asyncio.wait_for(source.read_once(), 60)
-        except (EdgeAgentError, OSError, TimeoutError) as exc:
-            failed += 1
-            print(f"{src.name}: FAILED: {exc or type(exc).__name__}", file=sys.stderr)
-            continue
-        for r in readings:
-            if as_json:
-                print(json.dumps({"source": src.name, **r.to_dict()}))
-            else:
-                why = f"  ({r.reason})" if r.reason else ""
-                print(f"{src.name:<14} {r.tag:<28} {r.value!s:>14}  {r.quality}{why}")
-    return 1 if failed else 0
+    return asyncio.run(read_all(cfg, args.json))
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -170,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("run", cmd_run, "run the agent until SIGTERM/SIGINT")
+    add(
+        "run",
+        cmd_run,
+        "run the agent until SIGTERM/SIGINT (drains and flushes, then exits); SIGHUP reloads the config "
+        "file: only what changed restarts, buffered data is kept, an invalid file is refused and the "
+        "running config stays",
+    )
     check = add(
         "check", cmd_check, "validate the config and models, print a summary; no network unless --connect"
     )

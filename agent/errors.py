@@ -28,6 +28,7 @@ class ConfigIssue:
 
     path: str  # key path such as "sources[1].tags[3].address"; "" for the whole file
     message: str
+    origin: str = ""  # where the bad value came from when not the file: "EDGE_AGENT__... (environment)"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
@@ -43,7 +44,7 @@ class ConfigError(EdgeAgentError):
 
     def render(self) -> str:
         head = f"{self.file}: {len(self.issues)} problem{'s' if len(self.issues) != 1 else ''} in the config"
-        return "\n".join([head, *(f"  {self.file}: {issue}" for issue in self.issues)])
+        return "\n".join([head, *(f"  {issue.origin or self.file}: {issue}" for issue in self.issues)])
 
 
 class ModelError(EdgeAgentError):

@@ -126,6 +126,14 @@ class Source(abc.ABC):
     async def read_once(self) -> list[Reading]:
         """Connect, read every tag once, disconnect. Used by ``edge-agent once``."""
 
+    def diagnose(self) -> list[str]:
+        """Notes on the last ``read_once`` for a person: values that look wrongly decoded, and the fix.
+
+        ``once`` and ``check --connect`` print them under the source; a tag with a note counts as suspect.
+        Each note starts with the tag's name. The default has none.
+        """
+        return []
+
 
 class Sink(abc.ABC):
     """Delivers envelopes taken from its outbox.
@@ -158,6 +166,15 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     async def publish(self, batch: Sequence[Envelope]) -> None:
         """Deliver the batch; return when acknowledged, raise TransientError otherwise."""
+
+    async def probe(self) -> None:
+        """Connect once and leave, for ``check --connect``, without disturbing a running agent.
+
+        A sink whose connection is exclusive (an MQTT client id) or announces itself (a birth message)
+        overrides this to connect under its own identity and say nothing. The default enters and leaves.
+        """
+        async with self:
+            pass
 
 
 @dataclass(frozen=True)

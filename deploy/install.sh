@@ -7,7 +7,12 @@
 #   sudo deploy/install.sh --uninstall          remove the service and the venv; keep config and state
 #   sudo deploy/install.sh --uninstall --purge  also remove /etc/edge-agent, /var/lib/edge-agent, the user
 #   deploy/install.sh --dry-run [...]           print what would be done, change nothing
-#   other options: --prefix DIR (default /opt/edge-agent), --python PY, --config FILE, --no-start
+#   sudo deploy/install.sh --root /tmp/img      install under /tmp/img (an image, a test): no systemd steps
+#   other options: --prefix DIR (default /opt/edge-agent), --python PY, --config FILE, --no-start,
+#                  --user NAME (service user, default edge-agent), --extras LIST (default train)
+#
+# The service install can learn normal: the `train` extra (onnx, to export models) is installed, so
+# `edge-agent record` and `edge-agent train` work as the service user out of the box.
 #
 # Layout: venv in /opt/edge-agent/venv, config in /etc/edge-agent/config.toml (never overwritten),
 # secrets in /etc/edge-agent/credentials/ (passed with LoadCredential=), state in /var/lib/edge-agent
@@ -24,12 +29,14 @@ SERVICE_USER=edge-agent
 CREDENTIALS=(mqtt-password opcua-password)
 
 DRY_RUN=0 UNINSTALL=0 PURGE=0 START=1
+ROOT=""
+EXTRAS=train
 PYTHON=python3
 SOURCE="$(dirname "$HERE")"
 CONFIG="$HERE/config.toml"
 PIP_EXTRA=()
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 while (($#)); do
@@ -42,6 +49,9 @@ while (($#)); do
         --python) PYTHON="${2:?--python needs a path}"; shift ;;
         --source) SOURCE="${2:?--source needs a directory or a wheel}"; shift ;;
         --config) CONFIG="${2:?--config needs a file}"; shift ;;
+        --root) ROOT="${2:?--root needs a directory}"; shift ;;
+        --user) SERVICE_USER="${2:?--user needs a name}"; shift ;;
+        --extras) EXTRAS="${2?--extras needs a list, e.g. train,plot (empty for none)}"; shift ;;
         -h | --help) usage; exit 0 ;;
         --) shift; PIP_EXTRA=("$@"); break ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -49,6 +59,14 @@ while (($#)); do
     shift
 done
 ((PURGE == 0 || UNINSTALL == 1)) || die "--purge only goes with --uninstall"
+
+# --root: every installed path lives under ROOT (the venv keeps working there: it is made in place).
+apply_root() {
+    [[ -n "$ROOT" ]] || return 0
+    [[ "$ROOT" == /* ]] || ROOT="$(pwd)/$ROOT"
+    PREFIX="$ROOT$PREFIX" CONF_DIR="$ROOT$CONF_DIR" STATE_DIR="$ROOT$STATE_DIR" UNIT_DIR="$ROOT$UNIT_DIR"
+}
+apply_root
 
 # Every change goes through run: printed in dry-run mode, executed otherwise.
 run() {
@@ -60,13 +78,34 @@ run() {
 }
 note() { echo "== $*"; }
 # A dry run shows the systemctl steps even where systemd is not running (a build host, a container).
-have_systemd() { ((DRY_RUN)) || { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; }; }
+have_systemd() {
+    [[ -z "$ROOT" ]] || return 1 # an image or a test: nothing to enable here
+    ((DRY_RUN)) || { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; }
+}
 
 if ((DRY_RUN == 0)) && ((EUID != 0)); then
     die "run as root (sudo), or add --dry-run to see what it would do"
 fi
 
-uninstall() {
+# The same pip command as the Dockerfile and docs/deploy.md: the project with the `train` extra, its
+# pinned ranges. A wheel or a checkout takes extras the same way: PATH[train].
+install_package() {
+    local target="$SOURCE"
+    [[ -z "$EXTRAS" ]] || target="$SOURCE[$EXTRAS]"
+    run "$PREFIX/venv/bin/python" -m pip install --no-cache-dir "$target" ${PIP_EXTRA[@]+"${PIP_EXTRA[@]}"}
+}
+
+# State for the service user (systemd's StateDirectory= makes it too; without systemd nobody would), and
+# a models folder an administrator trains into: setgid, so a model written there gets the service group.
+state_and_models() {
+    note "state in $STATE_DIR, models in $CONF_DIR/models"
+    if [[ ! -d "$STATE_DIR" ]] || ((DRY_RUN)); then
+        run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
+    fi
+    run install -d -m 2750 -o root -g "$SERVICE_USER" "$CONF_DIR/models"
+}
+
+do_uninstall() {
     note "removing the edge-agent service"
     if have_systemd; then
         run systemctl disable --now "$UNIT" || true
@@ -89,7 +128,7 @@ uninstall() {
     fi
 }
 
-install() {
+do_install() {
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
         || die "$PYTHON is not Python >= 3.11 (use --python /path/to/python3.11)"
     [[ -e "$SOURCE" ]] || die "no source at $SOURCE"
@@ -106,8 +145,7 @@ install() {
         run install -d -m 0755 "$PREFIX"
         run "$PYTHON" -m venv "$PREFIX/venv"
     fi
-    # The same pip command as the Dockerfile and docs/deploy.md: the project, its pinned ranges, no extras.
-    run "$PREFIX/venv/bin/python" -m pip install --no-cache-dir "$SOURCE" ${PIP_EXTRA[@]+"${PIP_EXTRA[@]}"}
+    install_package
     if [[ -f "$HERE/../docs/deploy.md" ]]; then
         run install -D -m 0644 "$HERE/../docs/deploy.md" "$PREFIX/share/doc/deploy.md"
     fi
@@ -129,7 +167,9 @@ install() {
         fi
     done
 
+    state_and_models
     note "systemd unit $UNIT_DIR/$UNIT"
+    run install -d -m 0755 "$UNIT_DIR"
     if [[ "$PREFIX" == /opt/edge-agent ]]; then
         run install -m 0644 "$HERE/$UNIT" "$UNIT_DIR/$UNIT"
     else
@@ -147,4 +187,4 @@ install() {
     fi
 }
 
-if ((UNINSTALL)); then uninstall; else install; fi
+if ((UNINSTALL)); then do_uninstall; else do_install; fi

@@ -172,7 +172,7 @@ def test_install_dry_run_shows_every_step_and_changes_nothing(tmp_path: Path) ->
     steps = [shlex.split(line[2:]) for line in proc.stdout.splitlines() if line.startswith("+ ")]
     commands = [" ".join(step) for step in steps]
     assert [sys.executable, "-m", "venv", f"{prefix}/venv"] in steps
-    assert [f"{prefix}/venv/bin/python", "-m", "pip", "install", "--no-cache-dir", str(ROOT)] in steps
+    assert [f"{prefix}/venv/bin/python", "-m", "pip", "install", "--no-cache-dir", f"{ROOT}[train]"] in steps
     assert any(
         c.startswith("install -m 0640 -o root -g edge-agent") and "/etc/edge-agent/config.toml" in c
         for c in commands
@@ -186,7 +186,15 @@ def test_install_dry_run_shows_every_step_and_changes_nothing(tmp_path: Path) ->
     no_start = run_install("--dry-run", "--no-start", "--python", sys.executable, "--", "--no-index")
     no_start_steps = [shlex.split(line[2:]) for line in no_start.stdout.splitlines() if line.startswith("+ ")]
     assert ["systemctl", "restart", "edge-agent.service"] not in no_start_steps
-    assert [VENV_PYTHON, "-m", "pip", "install", "--no-cache-dir", str(ROOT), "--no-index"] in no_start_steps
+    assert [
+        VENV_PYTHON,
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        f"{ROOT}[train]",
+        "--no-index",
+    ] in no_start_steps
 
 
 def test_uninstall_dry_run_keeps_data_unless_purged() -> None:
@@ -251,9 +259,12 @@ def test_dockerfile_installs_with_the_same_pip_command_as_install_sh_and_the_doc
     script = next(line for line in INSTALL.read_text().splitlines() if "-m pip install" in line)
     script_args = [w for w in pip_install(script) if not w.startswith("${PIP_EXTRA")]
     docs = [line for line in (ROOT / "docs/deploy.md").read_text().splitlines() if "-m pip install" in line]
-    # The options are identical everywhere; the last word is where the project is, nothing else is added.
-    assert docker_args[:-1] == ["--no-cache-dir"] and docker_args[-1] == "/src"
-    assert script_args[:-1] == docker_args[:-1] and script_args[-1] == "$SOURCE"
+    # The options are identical everywhere; the last word is where the project is, with the `train`
+    # extra (a service install learns normal on the device), nothing else is added.
+    assert docker_args[:-1] == ["--no-cache-dir"] and docker_args[-1] == "/src[train]"
+    assert script_args[:-1] == docker_args[:-1] and script_args[-1] == "$target"
+    assert 'target="$SOURCE[$EXTRAS]"' in INSTALL.read_text() and "\nEXTRAS=train\n" in INSTALL.read_text()
+    assert all(pip_install(line)[-1].endswith("[train]") for line in docs)
     assert docs and all(pip_install(line)[:-1] == docker_args[:-1] for line in docs)
     # /src is where pyproject.toml was copied, and the Python of the image satisfies requires-python.
     ops = dockerfile()

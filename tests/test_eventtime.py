@@ -98,7 +98,9 @@ kinds = ["features"]
 def window_ends(path: Path) -> list[float]:
     if not path.exists():
         return []
-    return [json.loads(line)["window"]["end_ms"] / 1000 for line in path.read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)["window"]["end_ms"] / 1000 for line in path.read_text().splitlines() if line.strip()
+    ]
 
 
 async def test_one_tag_an_hour_ahead_keeps_windows_flowing(tmp_path: Path, port: int) -> None:

@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent.ops",),
     ("agent.runtime",),
     ("agent.learn",),
-    ("agent.cli", "agent.demo"),
+    ("agent.cli", "agent.checks", "agent.demo"),
 )
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60

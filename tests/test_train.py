@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -230,7 +231,8 @@ def test_interrupted_write_leaves_the_old_file(tmp_path: Path) -> None:
 
 def test_missing_onnx_extra_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # what an environment without the extra looks like
-    with pytest.raises(ModelError, match=r"pip install 'edge-agent\[train\]'"):
+    # the command for this install: its own interpreter's pip, from where it was installed (issue 12)
+    with pytest.raises(ModelError, match=rf"{re.escape(sys.executable)} -m pip install .*\[train\]"):
         fit_and_export(normal_data(100), NAMES, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 

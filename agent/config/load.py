@@ -27,6 +27,7 @@ import hashlib
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -85,18 +86,26 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[ConfigIssue]:
-    """Apply ``EDGE_AGENT__...`` variables to ``data`` in place; return problems with their variable names."""
+def overlay_env(
+    data: dict[str, Any], environ: Mapping[str, str], origins: dict[str, str] | None = None
+) -> list[ConfigIssue]:
+    """Apply ``EDGE_AGENT__...`` variables to ``data`` in place; return problems with their variable names.
+
+    ``origins`` gets the key path each variable set (``agent.loglevel``), so a validation problem there
+    is blamed on the variable, not on the file.
+    """
     issues: list[ConfigIssue] = []
     for var in sorted(environ):
         if not var.upper().startswith(ENV_PREFIX) or var.upper() == ENV_PREFIX:
             continue
         keys = [k.lower() for k in var[len(ENV_PREFIX) :].split("__")]
         node: Any = data
+        where = ""
         for depth, key in enumerate(keys):
             last = depth == len(keys) - 1
             if isinstance(node, list):
                 index = _list_index(node, key)
+                where += f"[{index}]"
                 if index is None:
                     issues.append(
                         ConfigIssue("", f"{var}: no item {key!r} in that list (use an index or a name)")
@@ -107,6 +116,7 @@ def overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[Config
                 else:
                     node = node[index]
             elif isinstance(node, dict):
+                where += f".{key}" if where else key
                 if last:
                     node[key] = _parse_env_value(environ[var])
                 else:
@@ -114,6 +124,9 @@ def overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[Config
             else:
                 issues.append(ConfigIssue("", f"{var}: {'.'.join(keys[:depth])} is not a table"))
                 break
+        else:
+            if origins is not None:
+                origins[where] = var
     return issues
 
 
@@ -141,14 +154,15 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, [ConfigIssue("", f"TOML syntax error: {exc}")]) from None
-    issues = overlay_env(data, os.environ if environ is None else environ)
+    origins: dict[str, str] = {}
+    issues = overlay_env(data, os.environ if environ is None else environ, origins)
     if issues:
         raise ConfigError(file, issues)
     model = config_model()
     try:
-        cfg = model(**data)
+        cfg = model(**_anchor_files(data, Path(path).resolve().parent))
     except ValidationError as exc:
-        raise ConfigError(file, explain_validation(exc, model, data)) from None
+        raise ConfigError(file, _blame_env(explain_validation(exc, model, data), origins)) from None
     _resolve_paths(cfg, Path(path).resolve().parent)
     issues = cross_check(cfg)
     if issues:
@@ -159,6 +173,33 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
 def config_hash(path: str | Path) -> str:
     """Short hash of the config file's bytes, published in the status so a fleet can see drift."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def _blame_env(issues: list[ConfigIssue], origins: dict[str, str]) -> list[ConfigIssue]:
+    """Issues at a key an ``EDGE_AGENT__...`` variable set name the variable instead of the file."""
+    out = []
+    for issue in issues:
+        var = next(
+            (v for p, v in origins.items() if issue.path == p or issue.path.startswith((p + ".", p + "["))),
+            None,
+        )
+        out.append(replace(issue, origin=f"{var} (environment)") if var else issue)
+    return out
+
+
+def _anchor_files(data: Any, base: Path) -> Any:
+    """Relative ``*_file`` values made absolute against the config's folder before validation, because
+    secret files are read while validating (issue 12: a relative password_file was read from the cwd)."""
+    if isinstance(data, list):
+        return [_anchor_files(item, base) for item in data]
+    if not isinstance(data, dict):
+        return data
+    return {
+        k: str(base / v)
+        if k.endswith("_file") and isinstance(v, str) and v and not Path(v).is_absolute()
+        else _anchor_files(v, base)
+        for k, v in data.items()
+    }
 
 
 def _resolve_paths(model: BaseModel, base: Path) -> None:

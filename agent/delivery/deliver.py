@@ -31,7 +31,13 @@ async def deliver(sink: Sink, outbox: Outbox, batch_size: int) -> None:
             outbox and is resent, oldest first, after the supervisor reconnects.
         FatalError: from ``sink.__aenter__`` or ``sink.publish`` (credentials, certificates).
     """
-    outbox.release()  # resend whatever a previous connection left unacknowledged
+    # Resend whatever a previous attempt left unacknowledged; what waited through it is backlog. Not on
+    # the first attempt: messages queued while the first connection was being made did not wait through
+    # an outage (issue 12: the first status of a clean start said replayed), and what survived a restart
+    # is backlog already (the durable outbox marks it when opened).
+    if outbox.stats.deliveries:
+        outbox.release()
+    outbox.stats.deliveries += 1
     window = max(1, sink.window)
     async with sink:
         sink.ctx.mark_up()

@@ -62,6 +62,7 @@ class OutboxStats:
     acked: int = 0
     replayed: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    deliveries: int = 0  # times a sink started delivering from it (``deliver``); not exported
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from agent.config.base import parse_duration
 from agent.demo.broker import find_broker, free_port
 from agent.demo.config import PREFIX, demo_config, simulator
@@ -74,11 +76,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         end = max(f.end for f in scenario.faults) + 300.0
     state = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
     state.mkdir(parents=True, exist_ok=True)
-    logs.configure("warning", "console")
+    logs.configure("info", "console")
+    # Warnings, and the recoveries that end them: a user who saw "connection lost" sees it come back.
+    structlog.configure(processors=[_warnings_and_recoveries, *structlog.get_config()["processors"]])
     # The OPC UA source logs a lost connection once, in plain words; asyncua's own traceback of the same
     # event (a PLC restart in the scenario) would only alarm a first-time user.
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     return asyncio.run(_demo(args, scenario, warmup, end, state.resolve()))
+
+
+def _warnings_and_recoveries(logger: Any, method: str, event: Any) -> Any:
+    if method in ("debug", "info") and "recovered" not in str(event.get("event", "")):
+        raise structlog.DropEvent
+    return event
 
 
 async def _demo(

@@ -10,6 +10,7 @@ from typing import Any
 from agent.config.base import parse_duration
 from agent.config.sections import PipelineConfig
 from agent.errors import ModelError
+from agent.learn.extras import install_hint
 from agent.learn.progress import ProgressBar
 from agent.learn.record import cmd_record
 from agent.learn.trainer import TrainingSet, count_rows, train_pipeline
@@ -57,7 +58,7 @@ def summary(pipe: PipelineConfig, result: Any, found: TrainingSet) -> str:
         lines.append(
             f"  picture: {result.png_path}"
             if result.png_path
-            else "  picture: not drawn (pip install 'edge-agent[plot]' for matplotlib)"
+            else f"  picture: not drawn (for matplotlib: {install_hint('plot')})"
         )
     lines.append(f"point the pipeline's `model` at {result.model_path.name} and run `edge-agent check`")
     return "\n".join(lines)

@@ -43,9 +43,9 @@ def require_onnx() -> ModuleType:
     try:
         import onnx
     except ImportError as exc:
-        raise ModelError(
-            "exporting a model needs the 'onnx' package: pip install 'edge-agent[train]'"
-        ) from exc
+        from agent.learn.extras import install_hint
+
+        raise ModelError(f"exporting a model needs the 'onnx' package: {install_hint('train')}") from exc
     return onnx
 
 

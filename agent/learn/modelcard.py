@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.learn.extras import install_hint
 from agent.learn.fit import KIND, RobustPCA
 
 
@@ -90,7 +91,7 @@ def render_card(
     if png_file:
         lines += [f"![training scores and normal bands]({png_file})", ""]
     else:
-        lines += ["(No picture: install the plotting extra, `pip install 'edge-agent[plot]'`.)", ""]
+        lines += [f"(No picture: install the plotting extra, `{install_hint('plot')}`.)", ""]
     return "\n".join(lines)
 
 

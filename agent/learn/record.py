@@ -25,6 +25,7 @@ import asyncio
 import csv
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,13 +74,23 @@ class RowBuilder:
         self.ts = [-math.inf] * len(tags)
         self.first: float | None = None
         self.last: float | None = None
+        self.good = [0] * len(tags)  # good readings per tag, and the last reason one was not (issue 12)
+        self.why: list[str | None] = [None] * len(tags)
+
+    def never_good(self) -> list[str]:
+        """``tag (why)`` for each tag that had no good reading: a recording of it would teach nothing."""
+        return [f"{tag} ({self.why[i] or 'never read'})" for tag, i in self.index.items() if not self.good[i]]
 
     def add(self, readings: Sequence[Reading]) -> list[tuple[float, list[float | None]]]:
         groups: dict[float, dict[int, float | None]] = {}
         for r in readings:
             i = self.index.get(r.tag)
             if i is not None:
-                groups.setdefault(r.ts, {})[i] = numeric(r)
+                value = groups.setdefault(r.ts, {})[i] = numeric(r)
+                if value is None:
+                    self.why[i] = r.reason or str(r.quality)
+                else:
+                    self.good[i] += 1
         rows = []
         for ts in sorted(groups):
             for i, value in groups[ts].items():
@@ -135,7 +146,7 @@ class RecordResult:
     span: float
     first: float | None
     last: float | None
-    reason: str  # "duration", "sources finished" or "interrupted"
+    reason: str  # "duration", "sources finished", "interrupted" or "refused: no good value for TAG (why)"
 
 
 def build_sources(cfg: AgentConfig, tags: Sequence[str]) -> list[tuple[Source, PluginContext]]:
@@ -205,6 +216,11 @@ async def record(
     if writer.rows == 0:
         writer.discard()
         return RecordResult(None, 0, 0.0, None, None, reason)
+    if missing := builder.never_good():
+        writer.discard()
+        return RecordResult(
+            None, writer.rows, builder.span, None, None, f"refused: no good value for {', '.join(missing)}"
+        )
     path = writer.commit()
     return RecordResult(path, writer.rows, builder.span, builder.first, builder.last, reason)
 
@@ -223,6 +239,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     logs.configure(cfg.agent.log_level, cfg.agent.log_format)
     pipe = find_pipeline(cfg, args.pipeline, args.config)
     result = asyncio.run(_record(cfg, pipe, Path(args.out), args.duration))
+    if result.reason.startswith("refused"):
+        print(f"record: {result.reason}; no file written", file=sys.stderr)
+        return 1
     if result.path is None:
         print(f"record: nothing recorded for pipeline {pipe.name!r} ({result.reason}); no file written")
         return 1

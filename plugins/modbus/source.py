@@ -15,10 +15,12 @@ from agent.errors import PluginError
 from agent.plugin import Emit, PluginContext, Source, State
 from agent.records import Reading
 from agent.supervise import describe
+from plugins.modbus.byteorder import CHECKED_TYPES, judge
 from plugins.modbus.config import ModbusSourceConfig
-from plugins.modbus.connection import Connection
+from plugins.modbus.connection import Connection, ExceptionAnswer
 from plugins.modbus.decode import Codec
 from plugins.modbus.device import DeviceLoop
+from plugins.modbus.planner import Request
 from plugins.modbus.poller import DevicePoller, compile_tags
 
 
@@ -31,6 +33,7 @@ class ModbusSource(Source):
         super().__init__(config, ctx)
         self._down: dict[str, str] = {}
         self._devices = 0
+        self._notes: list[str] = []
 
     def _build(self) -> tuple[list[Connection], list[DevicePoller]]:
         cfg = self.config
@@ -86,13 +89,65 @@ class ModbusSource(Source):
         """Read every tag of every device once; a device that fails gives BAD readings with the reason."""
         connections, pollers = self._build()
         readings: list[Reading] = []
+        self._notes = []
         try:
             for poller in pollers:
                 try:
-                    readings.extend(await poller.poll())
+                    found = await poller.poll()
+                    readings.extend(found)
+                    self._notes.extend(await _byte_order_notes(poller, found))
                 except PluginError as exc:
                     readings.extend(poller.all_bad(describe(exc)))
         finally:
             for connection in connections:
                 connection.close()
         return readings
+
+    def diagnose(self) -> list[str]:
+        """The byte-order assistant's notes on the last ``read_once`` (see ``plugins.modbus.byteorder``)."""
+        return list(self._notes)
+
+
+async def _byte_order_notes(poller: DevicePoller, readings: list[Reading]) -> list[str]:
+    """A note per 32/64-bit tag whose value looks wrongly decoded, with what every order would give.
+
+    A good value is re-encoded (no second read); a value the device sent as NaN or infinity was made BAD,
+    so its registers are read once more.
+    """
+    notes = []
+    slots = {s.name: s for s in poller.slots}
+    for reading in readings:
+        codec = poller.codecs[reading.tag]
+        if codec.dtype not in CHECKED_TYPES:
+            continue
+        if reading.quality == "good" and isinstance(reading.value, int | float):
+            raw = (reading.value - codec.offset) / codec.scale
+            registers = codec.encode(round(raw) if codec.dtype.startswith(("int", "uint")) else raw)
+        elif (reading.reason or "").startswith("device sent"):
+            slot = slots[reading.tag]
+            try:
+                got = await poller.connection.read(
+                    poller.device.unit,
+                    Request(slot.table, slot.address, slot.count, (slot,)),
+                    poller.device.timeout,
+                )
+            except (PluginError, ExceptionAnswer):
+                continue
+            registers = [int(r) for r in got]
+        else:
+            continue
+        verdict = judge(codec.dtype, codec.order, registers)
+        if verdict.suspicious:
+            words = " ".join(f"0x{r:04X}" for r in registers)
+            head = f"{reading.tag}: {codec.dtype} {codec.order} gives {verdict.problems[codec.order]}; registers {words}"
+            fix = (
+                f'looks right: order = "{verdict.best}"'
+                if verdict.best
+                else "no order gives a plausible value"
+            )
+            others = [o for o in verdict.plausible if o != verdict.best]
+            fix += f" (also plausible: {', '.join(others)})" if others else ""
+            notes.append(
+                f"{head}; {fix}\n" + "\n".join("    " + line for line in verdict.describe().splitlines())
+            )
+    return notes

@@ -61,8 +61,8 @@ class Encoder:
         return (head + ("," + body[1:] if len(body) > 2 else "}")).encode()
 
     def presence(self, state: str, ts: float, info: dict[str, Any] | None = None) -> bytes:
-        """A birth (``online``, with version, config_hash, started_at and started_at_ms) or will
-        (``offline``) status."""
+        """A birth (``online``, with session, version, config_hash, started_at and started_at_ms) or will
+        (``offline``, with the session of the birth it ends) status."""
         body: dict[str, Any] = {
             "schema": f"edge-agent/status/{SCHEMA_VERSION}",
             "agent": self.agent_id,
@@ -71,6 +71,6 @@ class Encoder:
             "state": state,
         }
         if info:
-            keys = ("version", "config_hash", "started_at", "started_at_ms")
+            keys = ("session", "version", "config_hash", "started_at", "started_at_ms")
             body.update({k: info[k] for k in keys if k in info})
         return self._dumps(body).encode()

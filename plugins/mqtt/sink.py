@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -74,6 +76,8 @@ class MqttSink(Sink):
         self._waiting: dict[int, _Pending] = {}
         self._acks: deque[tuple[int, str | None]] = deque()
         self._drain_scheduled = False
+        self._probing = False  # check --connect: own client id, no will, no birth, no goodbye
+        self._session = 0  # this connection's number: its birth and its will carry it (Sparkplug's bdSeq)
 
     @property
     def connected(self) -> bool:
@@ -83,6 +87,8 @@ class MqttSink(Sink):
         loop = self._loop = asyncio.get_running_loop()
         self._waiting, self._acks, self._drain_scheduled = {}, deque(), False
         self._connack = loop.create_future()
+        if not self._probing:
+            self._session = await asyncio.to_thread(next_session, self.ctx.state_dir, self.ctx.name)
         client = self._client = self._new_client()
         try:
             await self._connect(client)
@@ -100,6 +106,8 @@ class MqttSink(Sink):
             self.ctx.log.info(
                 "connected", broker=self._where, protocol=self.config.protocol, tls=self.config.tls
             )
+            if self._probing:
+                return self
             await self._session_started()
         except BaseException:
             await self._close(client, goodbye=False)
@@ -109,6 +117,16 @@ class MqttSink(Sink):
     async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
             await self._close(self._client, goodbye=True)
+
+    async def probe(self) -> None:
+        """Connect as ``{client id}-check-{pid}`` and leave, publishing nothing: the broker would drop a
+        running agent whose client id we took, and a birth or goodbye would flip its retained status."""
+        self._probing = True
+        try:
+            async with self:
+                pass
+        finally:
+            self._probing = False
 
     async def publish(self, batch: Sequence[Envelope]) -> None:
         """Publish ``batch`` in order; return when the broker acknowledged every message.
@@ -173,12 +191,12 @@ class MqttSink(Sink):
 
     def _will(self) -> tuple[str, bytes, int, bool]:
         """The last will registered with each CONNECT: a retained ``offline`` status."""
-        will = self.encoder.presence("offline", time.time())
+        will = self.encoder.presence("offline", time.time(), {"session": self._session})
         return self.topics.status, will, self._qos[Kind.STATUS], self.config.retain_status
 
     async def _session_started(self) -> None:
         """Runs once the broker accepted the connection, before any ``publish``: the birth."""
-        birth = self.encoder.presence("online", time.time(), self.ctx.info)
+        birth = self.encoder.presence("online", time.time(), {**self.ctx.info, "session": self._session})
         await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
 
     def _goodbye(self) -> list[tuple[str, bytes, int, bool]]:
@@ -190,7 +208,8 @@ class MqttSink(Sink):
         v5 = cfg.protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"edge-agent-{self.ctx.agent_id}",
+            client_id=(cfg.client_id or f"edge-agent-{self.ctx.agent_id}")
+            + (f"-check-{os.getpid()}" if self._probing else ""),
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             clean_session=None if v5 else cfg.clean_start,
             reconnect_on_failure=False,
@@ -203,7 +222,8 @@ class MqttSink(Sink):
             client.username_pw_set(cfg.username, password)
         if cfg.tls:
             client.tls_set_context(tls_context(cfg, self.ctx.name))
-        client.will_set(*self._will())
+        if not self._probing:
+            client.will_set(*self._will())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -226,7 +246,7 @@ class MqttSink(Sink):
 
     async def _close(self, client: mqtt.Client, goodbye: bool) -> None:
         """Say offline (retained) when leaving on purpose, then disconnect and stop paho's thread."""
-        if goodbye and self._connected:
+        if goodbye and self._connected and not self._probing:
             try:
                 async with asyncio.timeout(min(2.0, self.config.ack_timeout)):
                     await self._send(self._goodbye())
@@ -290,6 +310,25 @@ class MqttSink(Sink):
                 pending.lost = reason
                 pending.future.set_result(None)
         self._waiting.clear()
+
+
+def next_session(state_dir: Path, sink: str) -> int:
+    """The next session number of this sink, kept in ``state_dir`` so it grows across restarts too.
+
+    A consumer keeps, per agent, the status of the highest session, and within one session ``offline``
+    over ``online``: the will is composed at connect time, so its ``ts`` is older than the birth's.
+    """
+    path = state_dir / f"mqtt-session-{sink}"
+    try:
+        last = int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        last = 0
+    with contextlib.suppress(OSError):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(f"{last + 1}\n")
+        os.replace(tmp, path)
+    return last + 1
 
 
 def _close_socket(client: mqtt.Client) -> None:

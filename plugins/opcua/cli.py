@@ -47,6 +47,10 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     cert = sub.add_parser(
         "opcua-cert",
         help="print the OPC UA client certificate path and SHA-1 thumbprint (generated if absent)",
+        description="Print where the agent's OPC UA client certificate is, its SHA-1 thumbprint, application "
+        "URI and expiry, creating the certificate and key under the state directory the first time. Copy "
+        "the certificate into the server's trusted folder (or trust it in the PLC's web page) before "
+        "connecting with Sign or SignAndEncrypt. With -c, every certificate the config's OPC UA sources use.",
     )
     where = cert.add_mutually_exclusive_group(required=True)
     where.add_argument("-c", "--config", type=Path, help="agent config file; uses its [agent] state_dir")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from typing import Any
@@ -56,6 +57,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"# {name:<16} {where['unit']:<6} {where['opcua_node_id']:<34} {where['modbus_address']}")
     print("# Agent [[sources]] reading these: edge-agent simulate --print-sources")
     sys.stdout.flush()
+    # The simulator's OPC UA server offers user/password logins on its None endpoint on purpose (a lab
+    # PLC); asyncua warns at every start that the password may travel in plaintext, which alarms users.
+    logging.getLogger("asyncua.server.server").setLevel(logging.ERROR)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: run_simulator has closed both servers
         asyncio.run(_simulate(args, scenario))
     return 0
