@@ -63,7 +63,7 @@ class Reloading:
         """Re-read ``self.file`` and apply it; returns False (and changes nothing) when it is invalid."""
         try:
             new = load_config(self.file)
-            slots = load_models(new, self.file)
+            slots = await asyncio.to_thread(load_models, new, self.file)  # model files: off the loop
         except ConfigError as exc:
             self.log.error("reload refused, the running config stays", problems=[str(i) for i in exc.issues])
             return False
