@@ -125,7 +125,9 @@ def meta_floats(meta: dict[str, str], key: str, n: int, path: Path) -> np.ndarra
     if value is None:
         return None
     ok = isinstance(value, list) and len(value) == n
-    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ok = ok and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    )
     if not ok:
         raise _meta_error(path, key, meta[META + key], f"must be a list of {n} finite numbers")
     return np.asarray(value, dtype=np.float64)

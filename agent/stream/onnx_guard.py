@@ -178,4 +178,6 @@ def check_self_contained(data: bytes, where: str) -> None:
     try:
         _Scan(where).model(data)
     except _Malformed as exc:
-        raise ModelError(f"{where} is not a model onnxruntime can load: {exc} (damaged or truncated file?)") from None
+        raise ModelError(
+            f"{where} is not a model onnxruntime can load: {exc} (damaged or truncated file?)"
+        ) from None
