@@ -11,9 +11,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 TAG_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
+
+
+def _no_dotdot(value: str) -> str:
+    # Source and sink names become file names in the state directory (outbox-<name>.sqlite): no ``..``.
+    if ".." in value:
+        raise ValueError(
+            f"a name may not contain '..' (got {value!r}); use letters, digits, '_', '.' and '-'"
+        )
+    return value
+
+
+ComponentName = Annotated[str, AfterValidator(_no_dotdot)]
+"""A source or sink name: ``[A-Za-z0-9_.-]``, not starting with a dot, no ``..``."""
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|min|s|m|h|d)")
@@ -129,7 +142,9 @@ class SourceConfig(Model):
     """Fields every source has. Subclasses pin ``type`` to a Literal and narrow ``tags``."""
 
     type: str
-    name: str = Field(pattern=TAG_NAME, description="Unique name of the source; appears in logs and topics.")
+    name: ComponentName = Field(
+        pattern=TAG_NAME, description="Unique name of the source; appears in logs and topics."
+    )
     enabled: bool = Field(default=True, description="A disabled source is validated but not started.")
     tags: Sequence[TagConfig] = Field(default_factory=list, description="The tags this source reads.")
 
@@ -170,7 +185,11 @@ class SinkConfig(Model):
     """Fields every sink has. Subclasses pin ``type`` to a Literal."""
 
     type: str
-    name: str = Field(default="", description="Unique name of the sink; defaults to its type.")
+    name: ComponentName = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.\-]*)?$",
+        description="Unique name of the sink (letters, digits, '_', '.', '-'); defaults to its type.",
+    )
     enabled: bool = Field(default=True, description="A disabled sink is validated but not started.")
     kinds: list[str] = Field(
         default_factory=lambda: ["alert", "status", "features"],

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from agent import __version__
+from agent.config import statedir
 from agent.config.base import SinkConfig, SourceConfig
 from agent.config.load import AgentConfig, config_hash
 from agent.delivery.bus import Bus
@@ -97,7 +98,7 @@ class Runtime(Reloading):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or every source has finished, then shut down in order."""
-        self.cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
+        statedir.private_dir(self.cfg.agent.state_dir)  # 0700 whatever the umask (issue 10)
         notifier = self.observer.notifier
         try:
             async with asyncio.TaskGroup() as tg:

@@ -258,8 +258,10 @@ class ModelSlot:
     def __init__(self, path: Path, names: Sequence[str], required: Sequence[str] = ()) -> None:
         self.path = Path(path)
         self.names = list(names)
+        # The first load is checked against the config by its caller (which names the config key);
+        # a replacement must carry ``required`` itself, since nobody else looks at it before it scores.
         self.required = tuple(required)
-        self.model = load(self.path, self.names, self.required)
+        self.model = load(self.path, self.names)
         self._stamp = self._file_stamp()
         self.rejected: str | None = None
 

@@ -12,7 +12,6 @@ An unknown server is refused with a ``FatalError`` unless ``trust_unknown_server
 from __future__ import annotations
 
 import datetime as dt
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent.config import statedir
 from agent.errors import FatalError
 
 CERT_NAME = "client_cert.der"
@@ -101,22 +101,32 @@ def generate(cert_path: Path, key_path: Path, application_uri: str, days: int = 
         )
         .sign(key, hashes.SHA256())
     )
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key_bytes)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    # 0600 and never through a symlink planted in the state directory (issue 10).
+    statedir.write_private(key_path, key_bytes)
+    statedir.write_private(cert_path, cert.public_bytes(serialization.Encoding.DER))
 
 
 def ensure_client_cert(state_dir: Path, application_uri: str | None = None) -> tuple[Path, Path]:
     """The generated client certificate and key under ``<state_dir>/opcua/``, created on first use."""
     folder = state_dir / "opcua"
     cert_path, key_path = folder / CERT_NAME, folder / KEY_NAME
-    if not (cert_path.is_file() and key_path.is_file()):
-        generate(cert_path, key_path, application_uri or default_application_uri())
+    try:
+        statedir.private_dir(folder)
+        for path in (cert_path, key_path):
+            if path.is_symlink():
+                raise statedir.UnsafeFile(
+                    0, f"{path} is a symbolic link; remove it (the agent never follows links there)"
+                )
+        if not (cert_path.is_file() and key_path.is_file()):
+            generate(cert_path, key_path, application_uri or default_application_uri())
+        statedir.prepare(cert_path, key_path)  # existing files: fix their mode, refuse a link
+    except OSError as exc:
+        raise FatalError(
+            f"cannot keep the OPC UA client certificate in {folder}: {exc.strerror or exc}"
+        ) from exc
     return cert_path, key_path
 
 
