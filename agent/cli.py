@@ -24,11 +24,24 @@ def _load(path: str) -> Any:
     return load_config(path)
 
 
+def security_warnings(cfg: Any) -> list[tuple[str, str]]:
+    """(component name, warning) for every enabled source and sink running with weakened security."""
+    return [
+        (item.name or item.type, text)
+        for item in [*cfg.sources, *cfg.sinks]
+        if item.enabled
+        for text in item.security_warnings()
+    ]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.runtime.core import Runtime, run_until_stopped
 
     cfg = _load(args.config)
     logs.configure(cfg.agent.log_level, cfg.agent.log_format)
+    log = logs.get("security")
+    for name, text in security_warnings(cfg):
+        log.warning("insecure setting", target=name, warning=text)
     runtime = Runtime(cfg, args.config)
     asyncio.run(run_until_stopped(runtime, asyncio.Event()))
     return 0
@@ -66,6 +79,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for k in cfg.sinks:
         store = "disk" if k.outbox.durable else "memory"
         out.append(f"  {k.name or k.type:<16} {k.type:<8} kinds {','.join(k.kinds)}  outbox {store}")
+    warnings = security_warnings(cfg)
+    if warnings:
+        out += ["", f"security warnings ({len(warnings)}):"]
+        out += [f"  {name}: {text}" for name, text in warnings]
     print("\n".join(out))
     if args.connect:
         return asyncio.run(_connect_all(cfg))

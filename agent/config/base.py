@@ -148,6 +148,14 @@ class SourceConfig(Model):
     enabled: bool = Field(default=True, description="A disabled source is validated but not started.")
     tags: Sequence[TagConfig] = Field(default_factory=list, description="The tags this source reads.")
 
+    def security_warnings(self) -> list[str]:
+        """Settings of this section that weaken security, each in words a person can act on.
+
+        ``edge-agent check`` prints them and ``edge-agent run`` logs each once at start. Plugins override
+        this; the default has nothing to say.
+        """
+        return []
+
 
 class OutboxConfig(Model):
     """How a sink's outbox holds messages until the sink has delivered them (see ``agent.delivery.outbox``)."""
@@ -196,3 +204,11 @@ class SinkConfig(Model):
         description="Which message kinds this sink receives: alert, status, features, readings.",
     )
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Delivery buffer of this sink.")
+
+    def security_warnings(self) -> list[str]:
+        """Settings of this section that weaken security, each in words a person can act on.
+
+        ``edge-agent check`` prints them and ``edge-agent run`` logs each once at start. Plugins override
+        this; the default has nothing to say.
+        """
+        return []

@@ -14,7 +14,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,7 +50,7 @@ class Runtime(Reloading):
         self.started_at = time.time()
         self.info = {
             "version": __version__,
-            "config_hash": config_hash(file) if Path(file).exists() else "",
+            "config_hash": config_hash(cfg),
             "started_at": iso(self.started_at),
         }
         self.last_good: dict[str, float] = {}  # tag -> wall time its last good value arrived

@@ -90,7 +90,7 @@ class Reloading:
             logs.configure(new.agent.log_level, new.agent.log_format)
         if not _same(old.bus, new.bus) or not _same(old.health, new.health):
             self.log.warning("[bus] and [health] changes take effect at the next restart")
-        self.info["config_hash"] = config_hash(self.file)
+        self.info["config_hash"] = config_hash(new)
         self.log.info("config reloaded", **{k: sorted(v) for k, v in changed.items()})
         self.observer.notifier.ready("config reloaded")
         return True

@@ -92,7 +92,8 @@ async def _setup_security(client: Client, cfg: OpcUaSourceConfig, state_dir: Pat
     except ValueError as exc:
         raise FatalError(f"{cfg.endpoint} sent no readable server certificate") from exc
     trust = security.TrustList(cfg.server_certificate, cfg.trusted_ca_dir, cfg.trust_unknown_server)
-    trust.check(server_cert, cfg.endpoint)
+    described = matching[0].Server.ApplicationUri if matching[0].Server is not None else None
+    trust.check(server_cert, cfg.endpoint, described or None, cfg.server_uri)
     if cfg.trust_unknown_server:
         log.warning("accepting any server certificate", thumbprint=security.thumbprint(server_cert))
     password = cfg.private_key_password.get_secret_value() if cfg.private_key_password else None
