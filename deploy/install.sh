@@ -129,6 +129,15 @@ install() {
         fi
     done
 
+    # Models and recordings (docs/security.md): `edge-agent train` and `record` write their files 0640 with
+    # the group of the folder they write to. These folders are group edge-agent and setgid, so a model an
+    # administrator trains as root is readable by the service, and not writable by it.
+    note "model and recording folders in $STATE_DIR (group $SERVICE_USER, setgid)"
+    run install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
+    for sub in models recordings; do
+        run install -d -m 2750 -o root -g "$SERVICE_USER" "$STATE_DIR/$sub"
+    done
+
     note "systemd unit $UNIT_DIR/$UNIT"
     if [[ "$PREFIX" == /opt/edge-agent ]]; then
         run install -m 0644 "$HERE/$UNIT" "$UNIT_DIR/$UNIT"

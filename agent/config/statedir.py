@@ -10,6 +10,7 @@ one is chosen by whoever writes the config.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -80,3 +81,19 @@ def read_private(path: Path) -> bytes:
     """The bytes of ``path``, refusing a symlink."""
     with os.fdopen(open_private(path, os.O_RDONLY), "rb") as src:
         return src.read()
+
+
+SHARED_MODE = 0o640
+"""Files that ``edge-agent train`` and ``record`` write (models, cards, recordings): readable by the
+group of the folder they are written to. ``deploy/install.sh`` makes the model and recording folders
+group ``edge-agent`` (setgid), so a model an administrator trains as root is readable by the service."""
+
+
+def share_with_folder_group(fd: int, folder: Path) -> None:
+    """Give the open file ``fd`` mode 0640 and the group of ``folder`` (when allowed to), whatever the umask."""
+    os.fchmod(fd, SHARED_MODE)
+    gid = os.stat(folder).st_gid
+    if os.fstat(fd).st_gid != gid:
+        # Not root and not in that group: the file keeps the writer's group.
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, gid)
