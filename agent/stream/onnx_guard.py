@@ -38,7 +38,7 @@ class _Malformed(Exception):
     pass
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -51,8 +51,9 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of one protobuf message: an int for varints, bytes for length-delimited."""
+def fields(data: memoryview) -> Iterator[tuple[int, int | memoryview]]:
+    """(field number, value) of one protobuf message: an int for varints, a zero-copy view of the bytes
+    for length-delimited fields (a model's weights are never copied)."""
     pos = 0
     while pos < len(data):
         key, pos = _varint(data, pos)
@@ -74,14 +75,14 @@ def fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
         raise _Malformed("truncated fixed-width field")
 
 
-def _subs(data: bytes, *numbers: int) -> Iterator[bytes]:
+def _subs(data: memoryview, *numbers: int) -> Iterator[memoryview]:
     for number, value in fields(data):
-        if number in numbers and isinstance(value, bytes):
+        if number in numbers and isinstance(value, memoryview):
             yield value
 
 
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "replace")
+def _text(value: memoryview) -> str:
+    return bytes(value[:200]).decode("utf-8", "replace")
 
 
 class _Scan:
@@ -90,10 +91,10 @@ class _Scan:
     def __init__(self, where: str) -> None:
         self.where = where
 
-    def tensor(self, data: bytes) -> None:
+    def tensor(self, data: memoryview) -> None:
         name = ""
         for number, value in fields(data):
-            if number == _TENSOR_NAME and isinstance(value, bytes):
+            if number == _TENSOR_NAME and isinstance(value, memoryview):
                 name = _text(value)
             external = (number == _TENSOR_LOCATION and value == _EXTERNAL) or number == _TENSOR_EXTERNAL
             if external:
@@ -103,19 +104,19 @@ class _Scan:
                     "Save the model with all tensors inside the .onnx file."
                 )
 
-    def sparse(self, data: bytes) -> None:
+    def sparse(self, data: memoryview) -> None:
         for sub in _subs(data, _SPARSE_VALUES, _SPARSE_INDICES):
             self.tensor(sub)
 
-    def node(self, data: bytes, depth: int) -> None:
+    def node(self, data: memoryview, depth: int) -> None:
         for number, value in fields(data):
-            if number == _NODE_DOMAIN and isinstance(value, bytes):
+            if number == _NODE_DOMAIN and isinstance(value, memoryview):
                 self.domain(_text(value), "node")
-            elif number == _NODE_ATTR and isinstance(value, bytes):
+            elif number == _NODE_ATTR and isinstance(value, memoryview):
                 self.attribute(value, depth)
 
-    def attribute(self, data: bytes, depth: int) -> None:
-        visit: dict[int, Callable[[bytes], None]] = {
+    def attribute(self, data: memoryview, depth: int) -> None:
+        visit: dict[int, Callable[[memoryview], None]] = {
             _ATTR_T: self.tensor,
             _ATTR_TENSORS: self.tensor,
             _ATTR_SPARSE: self.sparse,
@@ -124,14 +125,14 @@ class _Scan:
             _ATTR_GRAPHS: lambda g: self.graph(g, depth + 1),
         }
         for number, value in fields(data):
-            if number in visit and isinstance(value, bytes):
+            if number in visit and isinstance(value, memoryview):
                 visit[number](value)
 
-    def graph(self, data: bytes, depth: int) -> None:
+    def graph(self, data: memoryview, depth: int) -> None:
         if depth > _MAX_DEPTH:
             raise ModelError(f"{self.where}: subgraphs nested deeper than {_MAX_DEPTH} levels")
         for number, value in fields(data):
-            if not isinstance(value, bytes):
+            if not isinstance(value, memoryview):
                 continue
             if number == _GRAPH_NODE:
                 self.node(value, depth)
@@ -148,9 +149,9 @@ class _Scan:
                 "no custom operators"
             )
 
-    def model(self, data: bytes) -> None:
+    def model(self, data: memoryview) -> None:
         for number, value in fields(data):
-            if not isinstance(value, bytes):
+            if not isinstance(value, memoryview):
                 continue
             if number == _MODEL_GRAPH:
                 self.graph(value, 0)
@@ -159,9 +160,9 @@ class _Scan:
                     self.domain(_text(domain), "opset_import")
             elif number == _MODEL_FUNCTIONS:
                 for sub, inner in fields(value):
-                    if sub == _FUNCTION_DOMAIN and isinstance(inner, bytes):
+                    if sub == _FUNCTION_DOMAIN and isinstance(inner, memoryview):
                         self.domain(_text(inner), "a model-local function")
-                    elif sub == _FUNCTION_NODE and isinstance(inner, bytes):
+                    elif sub == _FUNCTION_NODE and isinstance(inner, memoryview):
                         self.node(inner, 0)
             elif number == _MODEL_TRAINING:
                 for graph in _subs(value, *_TRAINING_GRAPHS):
@@ -176,7 +177,7 @@ def check_self_contained(data: bytes, where: str) -> None:
         where: the file's path, for the message.
     """
     try:
-        _Scan(where).model(data)
+        _Scan(where).model(memoryview(data))
     except _Malformed as exc:
         raise ModelError(
             f"{where} is not a model onnxruntime can load: {exc} (damaged or truncated file?)"
