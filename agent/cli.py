@@ -25,11 +25,24 @@ def _load(path: str) -> Any:
     return load_config(path)
 
 
+def security_warnings(cfg: Any) -> list[tuple[str, str]]:
+    """(component name, warning) for every enabled source and sink running with weakened security."""
+    return [
+        (item.name or item.type, text)
+        for item in [*cfg.sources, *cfg.sinks]
+        if item.enabled
+        for text in item.security_warnings()
+    ]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.runtime.core import Runtime, run_until_stopped
 
     cfg = _load(args.config)
     logs.configure(cfg.agent.log_level, cfg.agent.log_format)
+    log = logs.get("security")
+    for name, text in security_warnings(cfg):
+        log.warning("insecure setting", target=name, warning=text)
     runtime = Runtime(cfg, args.config)
     asyncio.run(run_until_stopped(runtime, asyncio.Event()))
     return 0
@@ -41,6 +54,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     print(summary(cfg, load_models(cfg, args.config), args.config))
+    warnings = security_warnings(cfg)
+    if warnings:
+        print(f"\nsecurity warnings ({len(warnings)}):")
+        print("\n".join(f"  {name}: {text}" for name, text in warnings))
     if args.connect:
         logs.configure("warning", "console")
         return asyncio.run(connect_all(cfg))

@@ -98,11 +98,16 @@ install_package() {
 # State for the service user (systemd's StateDirectory= makes it too; without systemd nobody would), and
 # a models folder an administrator trains into: setgid, so a model written there gets the service group.
 state_and_models() {
-    note "state in $STATE_DIR, models in $CONF_DIR/models"
+    note "state in $STATE_DIR (0700); models and recordings: group $SERVICE_USER, setgid"
     if [[ ! -d "$STATE_DIR" ]] || ((DRY_RUN)); then
-        run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
+        run install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
     fi
-    run install -d -m 2750 -o root -g "$SERVICE_USER" "$CONF_DIR/models"
+    # Models and recordings (docs/security.md): `edge-agent train` and `record` write their files 0640 with
+    # the group of the folder they write to. These folders are group edge-agent and setgid, so a model an
+    # administrator trains as root is readable by the service, and not writable by it.
+    for dir in "$STATE_DIR/models" "$STATE_DIR/recordings" "$CONF_DIR/models"; do
+        run install -d -m 2750 -o root -g "$SERVICE_USER" "$dir"
+    done
 }
 
 do_uninstall() {

@@ -75,6 +75,7 @@ async def start(
     key: Path | None = None,
     secure_only: bool = False,
     user_manager: Any = None,
+    application_uri: str | None = None,
 ) -> Plant:
     """Start a server on ``127.0.0.1:port`` with ``n_vars`` Double variables ``Line1.V<i>``."""
     server = Server(user_manager=user_manager)
@@ -92,6 +93,9 @@ async def start(
         server.set_security_policy(policies)
         await server.load_certificate(str(cert))
         await server.load_private_key(str(key))
+    uri = application_uri if application_uri is not None else _uri_of(cert)
+    if uri is not None:  # a well-configured server describes itself by its certificate's URI
+        await server.set_application_uri(uri)
     if extra_namespace:
         await server.register_namespace(EXTRA_URI)
     ns = await server.register_namespace(NS_URI)
@@ -107,6 +111,12 @@ async def start(
     await folder.add_variable(ua.NodeId("Line1.Array", ns), "Array", [1.0, 2.0])
     await server.start()
     return plant
+
+
+def _uri_of(cert: Path | None) -> str | None:
+    from plugins.opcua import security
+
+    return security.application_uri_of(security.load_cert(cert)) if cert is not None else None
 
 
 @contextlib.asynccontextmanager

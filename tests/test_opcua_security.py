@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import ipaddress
 import shutil
 from pathlib import Path
 
@@ -51,7 +52,12 @@ def server_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     leaf = (
         build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "plc1")]), leaf_key)
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier("urn:edge-agent:test:server")]),
+            x509.SubjectAlternativeName(
+                [
+                    x509.UniformResourceIdentifier("urn:edge-agent:test:server"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
             critical=False,
         )
         .add_extension(
@@ -178,8 +184,17 @@ async def test_user_and_password_file(port: int, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong"
     wrong.write_text("guess\n")
     async with plant_server(port, user_manager=OneUser()):
-        good = make_source(port, tmp_path, plant_tags("Line1.V0"), username="edge", password_file=str(secret))
+        good = make_source(
+            port,
+            tmp_path,
+            plant_tags("Line1.V0"),
+            username="edge",
+            password_file=str(secret),
+            allow_plaintext_password=True,
+        )
         assert [r.value for r in await good.read_once()] == [0.0]
-        bad = make_source(port, tmp_path, [], username="edge", password_file=str(wrong))
+        bad = make_source(
+            port, tmp_path, [], username="edge", password_file=str(wrong), allow_plaintext_password=True
+        )
         with pytest.raises(FatalError, match="refused the user name or password"):
             await bad.read_once()

@@ -112,10 +112,17 @@ def test_config_refuses_inconsistent_security_and_bad_nodes() -> None:
     assert _cfg(security_policy="Aes256_Sha256_RsaPss", security_mode="Sign").secure
 
 
+SECURE_TRUSTING = {
+    "security_policy": "Basic256Sha256",
+    "security_mode": "SignAndEncrypt",
+    "trust_unknown_server": True,
+}
+
+
 def test_password_file_reads_the_secret(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
-    cfg = _cfg(username="edge", password_file=str(secret))
+    cfg = _cfg(username="edge", password_file=str(secret), **SECURE_TRUSTING)
     assert cfg.password is not None and cfg.password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(cfg)
 

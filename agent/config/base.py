@@ -11,9 +11,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 TAG_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
+
+
+def _no_dotdot(value: str) -> str:
+    # Source and sink names become file names in the state directory (outbox-<name>.sqlite): no ``..``.
+    if ".." in value:
+        raise ValueError(
+            f"a name may not contain '..' (got {value!r}); use letters, digits, '_', '.' and '-'"
+        )
+    return value
+
+
+ComponentName = Annotated[str, AfterValidator(_no_dotdot)]
+"""A source or sink name: ``[A-Za-z0-9_.-]``, not starting with a dot, no ``..``."""
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|min|s|m|h|d)")
@@ -129,7 +142,9 @@ class SourceConfig(Model):
     """Fields every source has. Subclasses pin ``type`` to a Literal and narrow ``tags``."""
 
     type: str
-    name: str = Field(pattern=TAG_NAME, description="Unique name of the source; appears in logs and topics.")
+    name: ComponentName = Field(
+        pattern=TAG_NAME, description="Unique name of the source; appears in logs and topics."
+    )
     enabled: bool = Field(default=True, description="A disabled source is validated but not started.")
     tags: Sequence[TagConfig] = Field(default_factory=list, description="The tags this source reads.")
     max_clock_skew: Duration | None = Field(
@@ -144,6 +159,14 @@ class SourceConfig(Model):
         default="restamp",
         description="restamp: keep the value, stamp it with the arrival time, quality uncertain. drop: leave it out.",
     )
+
+    def security_warnings(self) -> list[str]:
+        """Settings of this section that weaken security, each in words a person can act on.
+
+        ``edge-agent check`` prints them and ``edge-agent run`` logs each once at start. Plugins override
+        this; the default has nothing to say.
+        """
+        return []
 
 
 class OutboxConfig(Model):
@@ -182,10 +205,22 @@ class SinkConfig(Model):
     """Fields every sink has. Subclasses pin ``type`` to a Literal."""
 
     type: str
-    name: str = Field(default="", description="Unique name of the sink; defaults to its type.")
+    name: ComponentName = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.\-]*)?$",
+        description="Unique name of the sink (letters, digits, '_', '.', '-'); defaults to its type.",
+    )
     enabled: bool = Field(default=True, description="A disabled sink is validated but not started.")
     kinds: list[str] = Field(
         default_factory=lambda: ["alert", "status", "features"],
         description="Which message kinds this sink receives: alert, status, features, readings.",
     )
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Delivery buffer of this sink.")
+
+    def security_warnings(self) -> list[str]:
+        """Settings of this section that weaken security, each in words a person can act on.
+
+        ``edge-agent check`` prints them and ``edge-agent run`` logs each once at start. Plugins override
+        this; the default has nothing to say.
+        """
+        return []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -32,7 +33,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
 
 from agent.config.base import SinkConfig, SourceConfig
 from agent.config.explain import explain_validation
@@ -170,9 +171,28 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
     return cfg
 
 
-def config_hash(path: str | Path) -> str:
-    """Short hash of the config file's bytes, published in the status so a fleet can see drift."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+def config_hash(config: AgentConfig | str | Path) -> str:
+    """Short hash of the parsed config with every secret left out, published in the retained status so
+    a fleet can see drift. Hashing the raw file let anyone reading the status brute-force an inline
+    password offline (issue 10); secrets, and only secrets, do not change the hash."""
+    cfg = config if isinstance(config, AgentConfig) else load_config(config)
+    text = json.dumps(_without_secrets(cfg), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _without_secrets(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        secret = getattr(value, "_secret_fields", ())
+        return {
+            name: _without_secrets(getattr(value, name))
+            for name in type(value).model_fields
+            if name not in secret and not isinstance(getattr(value, name), SecretStr)
+        }
+    if isinstance(value, list | tuple):
+        return [_without_secrets(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _without_secrets(v) for k, v in value.items() if not isinstance(v, SecretStr)}
+    return value
 
 
 def _blame_env(issues: list[ConfigIssue], origins: dict[str, str]) -> list[ConfigIssue]:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.config import statedir
 from agent.delivery.outbox import DROP_ORDER, KINDS_BY_PRIORITY, OutboxBase, charged_size, encode_payload
 from agent.errors import FatalError
 from agent.records import PRIORITY, Envelope, Kind, Message
@@ -75,7 +76,12 @@ class SqliteOutbox(OutboxBase):
         self.path = path
         self._sync_append, self._sync_ack = _SYNC[fsync]
         self._sync_now = ""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # The outbox and its journal files: 0600, never through a planted symlink (issue 10).
+            statedir.private_dir(path.parent)
+            statedir.prepare(path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+        except OSError as exc:
+            raise FatalError(f"outbox {path}: {exc.strerror or exc}") from exc
         try:
             self._db = sqlite3.connect(path, timeout=1.0, isolation_level=None, check_same_thread=False)
             self._init_db()

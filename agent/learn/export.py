@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agent.config import statedir
 from agent.errors import ModelError
 from agent.learn.fit import KIND, RobustPCA
 
@@ -176,6 +177,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        statedir.share_with_folder_group(fd, target.parent)  # readable by the service (issue 10)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()

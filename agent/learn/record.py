@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.config import statedir
 from agent.config.load import AgentConfig
 from agent.config.sections import PipelineConfig
 from agent.delivery.bus import Bus
@@ -116,6 +117,7 @@ class AtomicCsv:
         self.out = out
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        statedir.share_with_folder_group(fd, out.parent)  # readable by the service (issue 10)
         self.tmp = Path(tmp)
         self._file = os.fdopen(fd, "w", encoding="utf-8", newline="")
         self._writer = csv.writer(self._file)

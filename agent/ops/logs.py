@@ -75,10 +75,14 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Tracebacks never carry frame locals: a crash inside a connect would print the password it held
+    # (structlog's defaults show locals; issue 10).
     if console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+        plain = structlog.dev.plain_traceback
+        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=plain))
     else:
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        no_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        processors += [structlog.processors.ExceptionRenderer(no_locals), structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

@@ -14,10 +14,10 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from agent import __version__
+from agent.config import statedir
 from agent.config.base import SinkConfig, SourceConfig
 from agent.config.load import AgentConfig, config_hash
 from agent.delivery.bus import Bus
@@ -51,7 +51,7 @@ class Runtime(Streaming, Reloading):
         self.started_at = clock()
         self.info = {
             "version": __version__,
-            "config_hash": config_hash(file) if Path(file).exists() else "",
+            "config_hash": config_hash(cfg),
             "started_at": iso(self.started_at),
             "started_at_ms": round(self.started_at * 1000),
         }
@@ -98,7 +98,7 @@ class Runtime(Streaming, Reloading):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or every source has finished, then shut down in order."""
-        self.cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
+        statedir.private_dir(self.cfg.agent.state_dir)  # 0700 whatever the umask (issue 10)
         notifier = self.observer.notifier
         try:
             async with asyncio.TaskGroup() as tg:

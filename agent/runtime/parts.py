@@ -24,7 +24,8 @@ def load_models(cfg: AgentConfig, file: str) -> dict[str, ModelSlot]:
         if pipe.model is None or not pipe.enabled:
             continue
         try:
-            slot = ModelSlot(pipe.model, feature_names(pipe.tags, pipe.features))
+            required = () if pipe.alert.threshold is not None else ("threshold",)
+            slot = ModelSlot(pipe.model, feature_names(pipe.tags, pipe.features), required)
             thresholds(pipe, slot.model)
         except ModelError as exc:
             issues.append(ConfigIssue(f"pipelines[{i}].model", str(exc)))

@@ -117,7 +117,7 @@ class Reloading:
         if new is None:
             return False
         try:
-            slots = load_models(new, self.file)
+            slots = await asyncio.to_thread(load_models, new, self.file)  # model files: off the loop
         except ConfigError as exc:
             self.log.error("reload refused, the running config stays", problems=[str(i) for i in exc.issues])
             return False
@@ -144,7 +144,7 @@ class Reloading:
             logs.configure(new.agent.log_level, new.agent.log_format)
         if not _same(old.bus, new.bus) or not _same(old.health, new.health):
             self.log.warning("[bus] and [health] changes take effect at the next restart")
-        self.info["config_hash"] = config_hash(self.file)
+        self.info["config_hash"] = config_hash(new)
         self.log.info("config reloaded", **{k: sorted(v) for k, v in changed.items()})
         self.observer.notifier.ready("config reloaded")
         return True

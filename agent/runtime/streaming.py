@@ -109,17 +109,20 @@ class Streaming:
             self._flush_readings()
             if now >= next_models:
                 next_models = now + agent.model_check_interval
-                self.refresh_models()
+                await self.refresh_models()
             if now >= next_status:
                 next_status = now + agent.status_interval
                 self._emit([self.observer.status_message()])
 
-    def refresh_models(self) -> None:
-        """Swap in model files that changed and validate; keep the last good one otherwise."""
+    async def refresh_models(self) -> None:
+        """Swap in model files that changed and validate; keep the last good one otherwise.
+
+        Loading and test-running a model happen in a thread: a large or hostile file never stalls the loop.
+        """
         for pipe in self.pipelines:
             if pipe.slot is None:
                 continue
-            change = pipe.slot.refresh()
+            change = await asyncio.to_thread(pipe.slot.refresh)
             if change is None:
                 continue
             what, detail = change

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,11 @@ import numpy as np
 
 from agent.errors import ModelError
 from agent.stream.alerts import Normal
+from agent.stream.onnx_guard import check_self_contained
 
 META = "edge_agent."
+NUMBER_KEYS = ("threshold", "clear_threshold")  # numeric metadata, each checked finite at load
+NORMAL_KEYS = {"center": "center", "scale": "scale", "low": "normal_low", "high": "normal_high"}
 
 
 @dataclass
@@ -41,9 +45,11 @@ class Model:
     metadata: dict[str, str] = field(default_factory=dict)
     normal: Normal = field(default_factory=Normal)
 
+    numbers: dict[str, float | None] = field(default_factory=dict)  # NUMBER_KEYS, parsed at load
+
     def meta_float(self, key: str) -> float | None:
-        raw = self.metadata.get(META + key)
-        return float(raw) if raw not in (None, "") else None
+        """A numeric ``edge_agent.<key>`` value checked at load (finite), or None when absent."""
+        return self.numbers.get(key)
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores ([N]) and contributions ([N, F] or None) for feature rows ``x`` ([N, F])."""
@@ -75,29 +81,98 @@ def _session(data: bytes) -> Any:
     return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def _floats(meta: dict[str, str], key: str, n: int) -> np.ndarray | None:
+MAX_META_CHARS = 1 << 20  # a metadata value longer than this is refused before it is parsed
+
+
+def _meta_error(path: Path, key: str, raw: str, why: str) -> ModelError:
+    shown = raw if len(raw) <= 60 else raw[:57] + "..."
+    return ModelError(f"{path}: metadata {META + key} = {shown!r} {why}")
+
+
+def meta_json(meta: dict[str, str], key: str, path: Path) -> Any:
+    """The JSON value of metadata ``edge_agent.<key>`` (None when absent or empty); total: bad JSON,
+    absurd nesting or size is a ``ModelError`` naming the key and the value."""
     raw = meta.get(META + key)
-    if not raw:
+    if raw is None or raw == "":
         return None
-    arr = np.asarray(json.loads(raw), dtype=np.float64)
-    return arr if arr.shape == (n,) else None
-
-
-def load(path: Path, names: Sequence[str]) -> Model:
-    """Load ``path`` and check it fits a pipeline whose feature vector is ``names``.
-
-    Raises:
-        ModelError: unreadable file, not ONNX, wrong input shape or type, feature names that differ.
-    """
+    if len(raw) > MAX_META_CHARS:
+        raise _meta_error(path, key, raw, f"is longer than {MAX_META_CHARS} characters")
     try:
-        data = Path(path).read_bytes()
+        return json.loads(raw)
+    except RecursionError:
+        raise _meta_error(path, key, raw, "is nested too deeply to read") from None
+    except ValueError as exc:
+        raise _meta_error(path, key, raw, f"is not valid JSON ({exc})") from None
+
+
+def meta_number(meta: dict[str, str], key: str, path: Path) -> float | None:
+    """Metadata ``edge_agent.<key>`` as a finite float, None when absent; anything else is a ModelError."""
+    raw = meta.get(META + key)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = float(raw) if len(raw) <= 100 else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise _meta_error(path, key, raw, "is not a finite number")
+    return value
+
+
+def meta_floats(meta: dict[str, str], key: str, n: int, path: Path) -> np.ndarray | None:
+    """Metadata ``edge_agent.<key>`` as a list of ``n`` finite numbers, None when absent."""
+    value = meta_json(meta, key, path)
+    if value is None:
+        return None
+    ok = isinstance(value, list) and len(value) == n
+    ok = ok and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    )
+    if not ok:
+        raise _meta_error(path, key, meta[META + key], f"must be a list of {n} finite numbers")
+    return np.asarray(value, dtype=np.float64)
+
+
+def meta_names(meta: dict[str, str], path: Path) -> list[str] | None:
+    """Metadata ``edge_agent.feature_names`` as a list of strings, None when absent."""
+    value = meta_json(meta, "feature_names", path)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _meta_error(path, "feature_names", meta[META + "feature_names"], "must be a list of strings")
+    return value
+
+
+def _check_names(model_names: list[str], names: Sequence[str], path: Path) -> None:
+    if list(model_names) == list(names):
+        return
+    pairs = zip(model_names, names, strict=False)
+    at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(model_names), len(names)))
+    got = model_names[at] if at < len(model_names) else None
+    want_name = names[at] if at < len(names) else None
+    raise ModelError(
+        f"{path}: the model was trained on other features; first difference at #{at}: "
+        f"model {got!r}, pipeline {want_name!r}"
+    )
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read model file {str(path)!r}: {exc.strerror}") from None
+
+
+def _open(data: bytes, path: Path) -> Any:
+    check_self_contained(data, str(path))
     try:
-        session = _session(data)
+        return _session(data)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path} is not a model onnxruntime can load: {first[:300]}") from None
+
+
+def _input(session: Any, path: Path, want: int) -> tuple[Any, list[Any]]:
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ModelError(f"{path}: a model takes exactly one input [N, F]; this one takes {len(inputs)}")
@@ -107,42 +182,64 @@ def load(path: Path, names: Sequence[str]) -> Model:
         raise ModelError(
             f"{path}: input {inp.name!r} must be float32 of shape [N, F], not {inp.type} {shape}"
         )
-    want = len(names)
     if shape[1] != want:
         raise ModelError(
             f"{path}: model expects {shape[1]} features but the pipeline produces {want} "
-            f"({len(names)} = tags x features); retrain it on this pipeline or change the pipeline"
+            f"({want} = tags x features); retrain it on this pipeline or change the pipeline"
         )
-    meta = dict(session.get_modelmeta().custom_metadata_map)
-    if META + "feature_names" in meta:
-        model_names = json.loads(meta[META + "feature_names"])
-        if list(model_names) != list(names):
-            pairs = zip(model_names, names, strict=False)
-            at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(model_names), len(names)))
-            got = model_names[at] if at < len(model_names) else None
-            want_name = names[at] if at < len(names) else None
+    return inp, shape
+
+
+def _metadata(session: Any, path: Path) -> dict[str, str]:
+    try:
+        meta = dict(session.get_modelmeta().custom_metadata_map)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{path}: unreadable model metadata: {str(exc)[:200]}") from None
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def load(path: Path, names: Sequence[str], required: Sequence[str] = ()) -> Model:
+    """Load ``path`` and check it fits a pipeline whose feature vector is ``names``.
+
+    Args:
+        path: the .onnx file.
+        names: the pipeline's feature names, in order.
+        required: ``edge_agent.*`` numeric metadata keys (without the prefix) that must be present,
+            such as ``"threshold"`` when the config sets none.
+
+    Raises:
+        ModelError: unreadable file, not ONNX, external data or custom operators, wrong input shape or
+            type, feature names that differ, metadata that does not parse (with the key and value).
+    """
+    path = Path(path)
+    data = _read(path)
+    session = _open(data, path)
+    want = len(names)
+    inp, shape = _input(session, path, want)
+    meta = _metadata(session, path)
+    model_names = meta_names(meta, path)
+    if model_names is not None:
+        _check_names(model_names, names, path)
+    numbers = {key: meta_number(meta, key, path) for key in NUMBER_KEYS}
+    for key in required:
+        if numbers.get(key) is None:
             raise ModelError(
-                f"{path}: the model was trained on other features; first difference at #{at}: "
-                f"model {got!r}, pipeline {want_name!r}"
+                f"{path}: the model has no {META}{key} metadata and the config sets none; "
+                "set it in the config (alert.threshold) or use a model from `edge-agent train`"
             )
+    normal = Normal(**{field: meta_floats(meta, key, want, path) for field, key in NORMAL_KEYS.items()})
     outputs = session.get_outputs()
-    has_contrib = any(o.name == "contributions" for o in outputs[1:2])
-    normal = Normal(
-        center=_floats(meta, "center", want),
-        scale=_floats(meta, "scale", want),
-        low=_floats(meta, "normal_low", want),
-        high=_floats(meta, "normal_high", want),
-    )
     model = Model(
-        path=Path(path),
+        path=path,
         id="sha256:" + hashlib.sha256(data).hexdigest()[:16],
         session=session,
         input_name=inp.name,
         n_features=want,
         batchable=not isinstance(shape[0], int) or shape[0] != 1,
-        has_contributions=has_contrib,
+        has_contributions=any(o.name == "contributions" for o in outputs[1:2]),
         metadata=meta,
         normal=normal,
+        numbers=numbers,
     )
     try:
         model.score(np.zeros((1, want), dtype=np.float32))
@@ -152,11 +249,18 @@ def load(path: Path, names: Sequence[str]) -> Model:
 
 
 class ModelSlot:
-    """The live model of one pipeline; ``refresh()`` swaps in a changed file only if it validates."""
+    """The live model of one pipeline; ``refresh()`` swaps in a changed file only if it validates.
 
-    def __init__(self, path: Path, names: Sequence[str]) -> None:
+    ``refresh`` loads and test-runs the file, so the runner calls it in an executor thread; it never
+    raises: whatever a new file does, the last good model stays.
+    """
+
+    def __init__(self, path: Path, names: Sequence[str], required: Sequence[str] = ()) -> None:
         self.path = Path(path)
         self.names = list(names)
+        # The first load is checked against the config by its caller (which names the config key);
+        # a replacement must carry ``required`` itself, since nobody else looks at it before it scores.
+        self.required = tuple(required)
         self.model = load(self.path, self.names)
         self._stamp = self._file_stamp()
         self.rejected: str | None = None
@@ -180,10 +284,13 @@ class ModelSlot:
             return None
         self._stamp = stamp
         try:
-            new = load(self.path, self.names)
+            new = load(self.path, self.names, self.required)
         except ModelError as exc:
             self.rejected = str(exc)
             return ("rejected", str(exc))
+        except Exception as exc:  # a model file must never stop the agent (issue 10)
+            self.rejected = f"{self.path}: unexpected {type(exc).__name__} while loading: {str(exc)[:200]}"
+            return ("rejected", self.rejected)
         if new.id == self.model.id:
             return None
         self.model, self.rejected = new, None

@@ -112,6 +112,22 @@ class MqttSinkConfig(SinkConfig):
             raise ValueError('uns.enabled needs the readings: add "readings" to kinds')
         return self
 
+    def security_warnings(self) -> list[str]:
+        """Insecure settings, said at start and by ``check`` (issue 10)."""
+        found = []
+        if self.tls and self.tls_insecure_skip_verify:
+            found.append(
+                "tls_insecure_skip_verify = true: the broker's certificate and host name are not checked, so "
+                "anyone on the network path can pose as the broker and read or change what is published; "
+                "set tls_ca_file to the CA that signed the broker's certificate instead"
+            )
+        if self.password is not None and not self.tls:
+            found.append(
+                "a password is sent to the broker without TLS, in clear text; set tls = true "
+                "(and tls_ca_file) on a broker that listens with TLS"
+            )
+        return found
+
     @property
     def broker_port(self) -> int:
         return self.port if self.port is not None else (8883 if self.tls else 1883)

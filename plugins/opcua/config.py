@@ -142,8 +142,18 @@ class OpcUaSourceConfig(SourceConfig):
         default=False,
         description="DANGER: accept any server certificate. Only for commissioning; logs the thumbprint.",
     )
+    server_uri: str | None = Field(
+        default=None,
+        description="Pin the server's ApplicationUri: its certificate and its endpoint description must "
+        "both carry exactly this URI.",
+    )
     username: str | None = Field(default=None, description="User name; anonymous when unset.")
     password: SecretStr | None = Field(default=None, description="Password (or password_file).")
+    allow_plaintext_password: bool = Field(
+        default=False,
+        description='DANGER: send the password over a security_policy = "None" channel, readable by anyone '
+        "on the network. Refused unless this is true.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OpcUaSourceConfig:
@@ -156,12 +166,34 @@ class OpcUaSourceConfig(SourceConfig):
             raise ValueError("give both certificate and private_key, or neither (to use the generated pair)")
         if self.password is not None and self.username is None:
             raise ValueError("password is set but username is not")
+        if self.password is not None and self.security_policy == "None" and not self.allow_plaintext_password:
+            raise ValueError(
+                'a password over security_policy = "None" travels in clear text: use a security_policy '
+                "such as 'Basic256Sha256' with security_mode 'SignAndEncrypt', or set "
+                "allow_plaintext_password = true to accept that risk"
+            )
         seen: set[str] = set()
         for tag in self.tags:
             if tag.name in seen:
                 raise ValueError(f"tag name {tag.name!r} is used twice in source {self.name!r}")
             seen.add(tag.name)
         return self
+
+    def security_warnings(self) -> list[str]:
+        """Insecure settings, said at start and by ``check`` (issue 10)."""
+        found = []
+        if self.security_policy == "None":
+            found.append(
+                'security_policy = "None": readings arrive unsigned and unencrypted, so anyone on the '
+                "network path can read or change them; use 'Basic256Sha256' with 'SignAndEncrypt'"
+            )
+        if self.password is not None and self.security_policy == "None":
+            found.append("allow_plaintext_password = true: the password travels in clear text")
+        if self.trust_unknown_server:
+            found.append(
+                "trust_unknown_server = true: any server certificate is accepted (commissioning only)"
+            )
+        return found
 
     @property
     def secure(self) -> bool:

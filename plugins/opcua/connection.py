@@ -92,7 +92,8 @@ async def _setup_security(client: Client, cfg: OpcUaSourceConfig, state_dir: Pat
     except ValueError as exc:
         raise FatalError(f"{cfg.endpoint} sent no readable server certificate") from exc
     trust = security.TrustList(cfg.server_certificate, cfg.trusted_ca_dir, cfg.trust_unknown_server)
-    trust.check(server_cert, cfg.endpoint)
+    described = matching[0].Server.ApplicationUri if matching[0].Server is not None else None
+    trust.check(server_cert, cfg.endpoint, described or None, cfg.server_uri)
     if cfg.trust_unknown_server:
         log.warning("accepting any server certificate", thumbprint=security.thumbprint(server_cert))
     password = cfg.private_key_password.get_secret_value() if cfg.private_key_password else None
@@ -118,6 +119,37 @@ def _first_der(chain: bytes) -> bytes:
     return chain[:length]
 
 
+_REJECTED_US = {
+    ua.StatusCodes.BadSecurityChecksFailed,
+    ua.StatusCodes.BadCertificateUntrusted,
+    ua.StatusCodes.BadCertificateInvalid,
+}
+
+
+def _rejected_us(exc: BaseException) -> bool:
+    """The server refused our client certificate while we opened a secure channel or session.
+
+    node-opcua answers an untrusted client certificate with a BadSecurityChecksFailed fault inside the
+    OpenSecureChannel response, which asyncua 2.1 does not decode: it fails an internal ``assert``.
+    """
+    if isinstance(exc, AssertionError):
+        return True
+    return isinstance(exc, ua.UaStatusCodeError) and exc.code in _REJECTED_US
+
+
+def trust_hint(cfg: OpcUaSourceConfig, state_dir: Path) -> str:
+    """What the server's administrator must do: trust this file, with this thumbprint."""
+    path = cfg.certificate or state_dir / "opcua" / security.CERT_NAME
+    try:
+        thumb = security.thumbprint(security.load_cert(path))
+    except (OSError, ValueError):
+        thumb = "unknown (the file is unreadable)"
+    return (
+        f"trust our client certificate: {path}, thumbprint {thumb} (on the server; node-opcua keeps it in "
+        "pki/rejected until it is moved to pki/trusted/certs; 'edge-agent opcua-cert' prints both)"
+    )
+
+
 async def open_client(cfg: OpcUaSourceConfig, state_dir: Path, log: Any) -> Client:
     """A new, connected client for ``cfg``; raises TransientError or FatalError."""
     client = Client(cfg.endpoint, timeout=cfg.request_timeout, watchdog_intervall=cfg.request_timeout)
@@ -133,6 +165,11 @@ async def open_client(cfg: OpcUaSourceConfig, state_dir: Path, log: Any) -> Clie
         await client.connect(auto_reconnect=False)
     except Exception as exc:
         client.disconnect_socket()
+        if cfg.secure and _rejected_us(exc):
+            raise FatalError(
+                f"connecting to {cfg.endpoint} failed: the server rejected our client certificate; "
+                f"{trust_hint(cfg, state_dir)}"
+            ) from exc
         raise translate(exc, cfg.endpoint, "connecting to") from exc
     except BaseException:  # cancelled mid-connect: still release the socket
         client.disconnect_socket()
