@@ -115,6 +115,8 @@ class SinkMetrics:
     outbox_max_bytes: int = 0
     drops_total: Mapping[str, int] = field(default_factory=dict)  # by message kind
     outage_hours_left: float = math.inf  # from outage_hours()
+    server: str | None = None  # the broker a sink with several is connected to (status info "server")
+    failovers_total: int = 0  # moves to another of its servers
 
 
 @dataclass
@@ -251,6 +253,11 @@ def render(snapshot: MetricsSnapshot, loop_lag_s: float | None = None) -> str:
     out.family("outbox_capacity_bytes", "gauge", "Outbox byte cap.", _each("sink", sinks, "outbox_max_bytes"))
     drops = [({"sink": s.name, "kind": k}, n) for s in sinks for k, n in sorted(s.drops_total.items())]
     out.family("outbox_dropped_total", "counter", "Messages dropped at the outbox cap, by kind.", drops)
+    served = [s for s in sinks if s.server is not None]
+    on = [({"sink": s.name, "server": s.server or ""}, 1.0) for s in served]
+    out.family("sink_server_info", "gauge", "The server each sink is (or was last) connected to.", on)
+    moves = _each("sink", served, "failovers_total")
+    out.family("sink_failovers_total", "counter", "Moves of a sink to the next of its servers.", moves)
     hours = _each("sink", sinks, "outage_hours_left")
     out.family(
         "outbox_outage_hours_left", "gauge", "Hours of outage the outbox absorbs at the current rate.", hours

@@ -114,6 +114,8 @@ class Observer:
                     cap,
                     dict(st.dropped),
                     outage_hours(cap - st.depth_bytes, earlier, later),
+                    k.ctx.status.info.get("server"),
+                    int(k.ctx.status.counters.get("failovers", 0)),
                 )
             )
         pipelines = [

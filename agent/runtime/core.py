@@ -291,6 +291,7 @@ class Runtime(Reloading):
                 "since": iso(s.since),
                 "failures": s.failures,
                 "error": s.last_error,
+                **({"server": s.info["server"]} if "server" in s.info else {}),
             }
 
         payload = {

@@ -1,4 +1,4 @@
-"""Config of the MQTT sink: broker, session, TLS, credentials, topics and QoS per message kind."""
+"""Config of the MQTT sink: broker(s), session, TLS, credentials, topics and QoS per message kind."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from agent.config.base import Duration, Model, SinkConfig
+from plugins.mqtt.servers import Failover, Server, parse_servers
 
 QoS = Literal[0, 1, 2]
 
@@ -25,12 +26,22 @@ class QosConfig(Model):
 
 
 class MqttSinkConfig(SinkConfig):
-    """Publishes alerts, status, features and optionally raw readings to one MQTT broker."""
+    """Publishes alerts, status, features and optionally raw readings to an MQTT broker or cluster."""
 
     type: Literal["mqtt"]
-    host: str = Field(default="localhost", description="Broker host name or address.")
+    host: str = Field(default="localhost", description="Broker host name or address (or use `servers`).")
     port: int | None = Field(
         default=None, ge=1, le=65535, description="Broker port; 1883, or 8883 with TLS, when not set."
+    )
+    servers: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Brokers of a cluster, `mqtt://host:port` or `mqtts://host:port` (TLS), instead of "
+        "`host`/`port`; the sink connects to one at a time and moves to the next when a connection fails.",
+    )
+    failover: Failover = Field(
+        default="ordered",
+        description="Order of `servers`: `ordered` as listed, `random` a per-agent shuffle that spreads a fleet.",
     )
     protocol: Literal["3.1.1", "5"] = Field(default="3.1.1", description="MQTT protocol version.")
     client_id: str | None = Field(
@@ -89,8 +100,22 @@ class MqttSinkConfig(SinkConfig):
             object.__setattr__(self, "tls", True)
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
+        if self.servers is not None:
+            both = sorted({"host", "port"} & self.model_fields_set)
+            if both:
+                raise ValueError(f"set either servers or {' and '.join(both)}, not both")
+            plain = [s.url for s in parse_servers(self.servers) if not s.tls]
+            if "tls" in self.model_fields_set and self.tls and plain:
+                raise ValueError(f"tls = true but {plain[0]} is plain MQTT; write it as mqtts://")
         return self
 
     @property
     def broker_port(self) -> int:
         return self.port if self.port is not None else (8883 if self.tls else 1883)
+
+    @property
+    def server_list(self) -> list[Server]:
+        """``servers`` parsed, or the one ``host``/``port``; the TLS settings apply to mqtts:// servers."""
+        if self.servers is None:
+            return [Server(self.host, self.broker_port, self.tls)]
+        return parse_servers(self.servers)

@@ -8,6 +8,10 @@ per burst, not one per message. The blocking ``connect`` (DNS, TCP, TLS) runs in
 One owner of reconnects: paho's own reconnect is off (``reconnect_on_failure=False``). A lost connection
 fails the pending ``publish`` with ``TransientError``; the delivery loop's supervisor reconnects with a
 fresh client (a client that saw a broken network is never reused).
+
+Several brokers (``servers``): each connection goes to ``ServerList.current``; a connection attempt or
+session that ends with an error moves the list on, so the supervisor's next attempt is the failover. The
+server in use is in the status (``info["server"]``, ``counters["failovers"]``) and so in /metrics.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from agent.records import Envelope, Kind
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.connect import connack_error, connect_error, connect_options, tls_context
 from plugins.mqtt.payloads import Encoder, Topics
+from plugins.mqtt.servers import Server, ServerList
 
 
 @dataclass
@@ -60,7 +65,8 @@ class MqttSink(Sink):
             Kind.FEATURES: q.features,
             Kind.READINGS: q.readings,
         }
-        self._where = f"{config.host}:{config.broker_port}"
+        self._servers: ServerList | None = None  # built on the first connect, kept across reconnects
+        self._where = config.server_list[0].where
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
@@ -77,9 +83,13 @@ class MqttSink(Sink):
         loop = self._loop = asyncio.get_running_loop()
         self._waiting, self._acks, self._drain_scheduled = {}, deque(), False
         self._connack = loop.create_future()
-        client = self._client = self._new_client()
+        if self._servers is None:
+            self._servers = ServerList(self.config.server_list, self.config.failover)
+        server = self._servers.current
+        self._where = server.where
+        client = self._client = self._new_client(server)
         try:
-            await self._connect(client)
+            await self._connect(client, server)
             client.loop_start()
             try:
                 async with asyncio.timeout(self.config.connect_timeout):
@@ -91,19 +101,38 @@ class MqttSink(Sink):
             if code.is_failure:
                 raise connack_error(code, self._where)
             self._connected = True
-            self.ctx.log.info(
-                "connected", broker=self._where, protocol=self.config.protocol, tls=self.config.tls
-            )
+            self._on_server(self._servers)
             birth = self.encoder.presence("online", time.time(), self.ctx.info)
             await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
-        except BaseException:
+        except BaseException as exc:
             await self._close(client, goodbye=False)
+            self._attempt_ended(exc)
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
             await self._close(self._client, goodbye=True)
+        self._attempt_ended(exc[1] if len(exc) > 1 else None)
+
+    def _attempt_ended(self, exc: object) -> None:
+        """A connection that ended with an error sends the next attempt to the next server."""
+        if isinstance(exc, Exception) and self._servers is not None:  # a shutdown keeps the server
+            self._servers.failed()
+            self.ctx.status.counters["failovers"] = self._servers.failovers
+
+    def _on_server(self, servers: ServerList) -> None:
+        status, server = self.ctx.status, servers.current
+        status.info["server"] = server.url
+        status.counters["server_index"] = servers.listed.index(server)
+        status.counters["failovers"] = servers.failovers
+        self.ctx.log.info(
+            "connected",
+            broker=server.where,
+            protocol=self.config.protocol,
+            tls=server.tls,
+            **({"failovers": servers.failovers} if len(servers) > 1 else {}),
+        )
 
     async def publish(self, batch: Sequence[Envelope]) -> None:
         """Publish ``batch`` in order; return when the broker acknowledged every message.
@@ -152,7 +181,7 @@ class MqttSink(Sink):
                 f"({pending.refused[0]}); check its ACL for topic {self.topics.base}/#"
             )
 
-    def _new_client(self) -> mqtt.Client:
+    def _new_client(self, server: Server) -> mqtt.Client:
         cfg = self.config
         v5 = cfg.protocol == "5"
         client = mqtt.Client(
@@ -168,7 +197,7 @@ class MqttSink(Sink):
         if cfg.username is not None:
             password = cfg.password.get_secret_value() if cfg.password is not None else None
             client.username_pw_set(cfg.username, password)
-        if cfg.tls:
+        if server.tls:
             client.tls_set_context(tls_context(cfg, self.ctx.name))
         will = self.encoder.presence("offline", time.time())
         client.will_set(self.topics.status, will, self._qos[Kind.STATUS], cfg.retain_status)
@@ -177,12 +206,10 @@ class MqttSink(Sink):
         client.on_publish = self._on_publish
         return client
 
-    async def _connect(self, client: mqtt.Client) -> None:
+    async def _connect(self, client: mqtt.Client, server: Server) -> None:
         cfg = self.config
         options = connect_options(cfg)
-        connect = functools.partial(
-            client.connect, cfg.host, cfg.broker_port, round(cfg.keepalive), **options
-        )
+        connect = functools.partial(client.connect, server.host, server.port, round(cfg.keepalive), **options)
         attempt = asyncio.get_running_loop().run_in_executor(None, connect)
         try:
             await attempt
@@ -190,7 +217,7 @@ class MqttSink(Sink):
             attempt.add_done_callback(lambda _: _close_socket(client))
             raise
         except OSError as exc:  # ssl.SSLError, socket.gaierror and TimeoutError are OSErrors too
-            raise connect_error(exc, cfg.host, self._where) from exc
+            raise connect_error(exc, server.host, self._where) from exc
 
     async def _close(self, client: mqtt.Client, goodbye: bool) -> None:
         """Say offline (retained) when leaving on purpose, then disconnect and stop paho's thread."""
