@@ -14,11 +14,13 @@ import pytest
 from pydantic import ValidationError
 
 from agent.delivery.outbox import MemoryOutbox
+from agent.errors import TransientError
 from agent.ops.metrics import MetricsSnapshot, SinkMetrics, render
 from agent.plugin import ComponentStatus, PluginContext, State
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.servers import Server, ServerList, parse_server
 from plugins.mqtt.sink import MqttSink
+from tests.conftest import free_port
 from tests.mosquitto import Mosquitto, Subscriber, eventually, running_mosquitto
 from tests.test_mqtt_sink import PREFIX, delivering, features
 
@@ -133,3 +135,23 @@ async def test_the_sink_fails_over_to_the_next_server_and_says_which(
 def test_a_sink_with_one_host_shows_no_server_metrics() -> None:
     text = render(MetricsSnapshot(sinks=[SinkMetrics("file", "up")]))
     assert "sink_server_info" not in text and "sink_failovers_total" not in text
+
+
+async def test_one_attempt_tries_each_server_once_and_says_what_each_answered(
+    two_brokers: tuple[Mosquitto, Mosquitto], tmp_path: Path
+) -> None:
+    a, _ = two_brokers
+    dead = [f"mqtt://127.0.0.1:{free_port()}", f"mqtt://127.0.0.1:{free_port()}"]
+    status = ComponentStatus("mqtt", "sink")
+    sink = MqttSink(
+        config(name="mqtt", servers=[*dead, f"mqtt://127.0.0.1:{a.port}"], prefix=PREFIX),
+        PluginContext("mqtt", "a1", tmp_path, status),
+    )
+    async with sink:  # no supervisor, no backoff: the pass walks past both dead servers
+        assert sink.connected and status.info["server"].endswith(f":{a.port}")
+        assert status.counters["failovers"] == 2
+    nobody = MqttSink(config(name="mqtt", servers=dead), PluginContext("mqtt", "a1", tmp_path, status))
+    with pytest.raises(TransientError, match="no server of 2 took the connection") as caught:
+        async with nobody:
+            pass
+    assert all(f"{url}: broker" in str(caught.value) for url in dead)

@@ -1,10 +1,11 @@
 """A list of brokers and which one the next connection goes to: the failover order of an MQTT sink.
 
 Pure (no paho, no sockets), so the JSON sink and the Sparkplug sink share it. The sink's supervisor stays the
-one reconnect loop: each of its attempts connects to ``ServerList.current``; an attempt that ends with an
-error calls ``failed()`` and the next attempt goes to the next server. There is no sweep inside an attempt and
-no fail-back: a sink stays on the server it reached until that connection fails, so a recovered node does not
-pull every agent back at once.
+one reconnect loop, with its backoff: one attempt is one pass over the list, each server tried once from
+``ServerList.current``, each failure calling ``failed()`` to move on; the supervisor backs off between passes.
+A session that ends with an error moves the list on too, so the next pass starts on another server. There
+is no fail-back: a sink stays on the server it reached until that connection fails, so a recovered node does
+not pull every agent back at once.
 
 ``ordered`` walks the list as written, wrapping around. ``random`` walks a permutation drawn once per sink,
 so a fleet that lists the same servers spreads over them, and every server is still tried before any twice.
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
+
+from agent.errors import FatalError, PluginError, TransientError
 
 Failover = Literal["ordered", "random"]
 
@@ -112,3 +115,19 @@ class ServerList:
             self.index = (self.index + 1) % len(self.order)
             self.failovers += 1
         return self.current
+
+
+def one_pass_error(failures: Sequence[tuple[Server, Exception]]) -> Exception:
+    """The error of a pass in which no server took the connection.
+
+    One server: its own error, unchanged. Several: a ``FatalError`` when any server said a person must act
+    (credentials, certificates), else one ``TransientError`` naming what each server answered.
+    """
+    if len(failures) == 1:
+        return failures[0][1]
+    fatal = [exc for _, exc in failures if isinstance(exc, FatalError)]
+    if fatal:
+        return fatal[0]
+    causes = "; ".join(f"{server.url}: {exc}" for server, exc in failures)
+    error: PluginError = TransientError(f"no server of {len(failures)} took the connection ({causes})")
+    return error

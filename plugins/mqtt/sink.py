@@ -35,7 +35,7 @@ from agent.records import Envelope, Kind
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.connect import connack_error, connect_error, connect_options, tls_context
 from plugins.mqtt.payloads import Encoder, Topics
-from plugins.mqtt.servers import Server, ServerList
+from plugins.mqtt.servers import Server, ServerList, one_pass_error
 
 
 @dataclass
@@ -80,12 +80,27 @@ class MqttSink(Sink):
         return self._connected
 
     async def __aenter__(self) -> MqttSink:
+        """Connect to the first server of the list that answers, trying each once (one pass).
+
+        The supervisor backs off between passes, not between servers, so a dead node costs one refused
+        connect, not a growing delay; the next pass starts after the server that failed last.
+        """
+        if self._servers is None:
+            self._servers = ServerList(self.config.server_list, self.config.failover)
+        servers, failures = self._servers, []
+        for _ in range(len(servers)):
+            try:
+                await self._open(servers.current)
+                return self
+            except Exception as exc:  # cancellation ends the pass and keeps the server
+                failures.append((servers.current, exc))
+                self._attempt_ended(exc)
+        raise one_pass_error(failures)
+
+    async def _open(self, server: Server) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._waiting, self._acks, self._drain_scheduled = {}, deque(), False
         self._connack = loop.create_future()
-        if self._servers is None:
-            self._servers = ServerList(self.config.server_list, self.config.failover)
-        server = self._servers.current
         self._where = server.where
         client = self._client = self._new_client(server)
         try:
@@ -101,14 +116,12 @@ class MqttSink(Sink):
             if code.is_failure:
                 raise connack_error(code, self._where)
             self._connected = True
-            self._on_server(self._servers)
+            self._on_server(server)
             birth = self.encoder.presence("online", time.time(), self.ctx.info)
             await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
-        except BaseException as exc:
+        except BaseException:
             await self._close(client, goodbye=False)
-            self._attempt_ended(exc)
             raise
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
@@ -121,8 +134,9 @@ class MqttSink(Sink):
             self._servers.failed()
             self.ctx.status.counters["failovers"] = self._servers.failovers
 
-    def _on_server(self, servers: ServerList) -> None:
-        status, server = self.ctx.status, servers.current
+    def _on_server(self, server: Server) -> None:
+        status, servers = self.ctx.status, self._servers
+        assert servers is not None
         status.info["server"] = server.url
         status.counters["server_index"] = servers.listed.index(server)
         status.counters["failovers"] = servers.failovers
