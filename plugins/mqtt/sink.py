@@ -9,8 +9,7 @@ One owner of reconnects: paho's own reconnect is off (``reconnect_on_failure=Fal
 fails the pending ``publish`` with ``TransientError``; the delivery loop's supervisor reconnects with a
 fresh client (a client that saw a broken network is never reused).
 
-Several brokers (``servers``): each connection goes to ``ServerList.current``; a connection attempt or
-session that ends with an error moves the list on, so the supervisor's next attempt is the failover. The
+Several brokers: one connect attempt is one pass over ``servers`` (see ``plugins/mqtt/servers.py``); the
 server in use is in the status (``info["server"]``, ``counters["failovers"]``) and so in /metrics.
 """
 
@@ -80,11 +79,7 @@ class MqttSink(Sink):
         return self._connected
 
     async def __aenter__(self) -> MqttSink:
-        """Connect to the first server of the list that answers, trying each once (one pass).
-
-        The supervisor backs off between passes, not between servers, so a dead node costs one refused
-        connect, not a growing delay; the next pass starts after the server that failed last.
-        """
+        """Connect to the first server that answers, each tried once; the supervisor backs off between passes."""
         if self._servers is None:
             self._servers = ServerList(self.config.server_list, self.config.failover)
         servers, failures = self._servers, []
@@ -129,7 +124,6 @@ class MqttSink(Sink):
         self._attempt_ended(exc[1] if len(exc) > 1 else None)
 
     def _attempt_ended(self, exc: object) -> None:
-        """A connection that ended with an error sends the next attempt to the next server."""
         if isinstance(exc, Exception) and self._servers is not None:  # a shutdown keeps the server
             self._servers.failed()
             self.ctx.status.counters["failovers"] = self._servers.failovers
@@ -139,13 +133,10 @@ class MqttSink(Sink):
         assert servers is not None
         status.info["server"] = server.url
         status.counters["server_index"] = servers.listed.index(server)
-        status.counters["failovers"] = servers.failovers
+        status.counters["failovers"] = moves = servers.failovers
+        more = {"failovers": moves} if len(servers) > 1 else {}
         self.ctx.log.info(
-            "connected",
-            broker=server.where,
-            protocol=self.config.protocol,
-            tls=server.tls,
-            **({"failovers": servers.failovers} if len(servers) > 1 else {}),
+            "connected", broker=server.where, protocol=self.config.protocol, tls=server.tls, **more
         )
 
     async def publish(self, batch: Sequence[Envelope]) -> None:
@@ -305,6 +296,5 @@ class MqttSink(Sink):
 
 
 def _close_socket(client: mqtt.Client) -> None:
-    sock = client.socket()
-    if sock is not None:
+    if (sock := client.socket()) is not None:
         sock.close()
