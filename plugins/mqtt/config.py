@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from agent.config.base import Duration, Model, SinkConfig
-from plugins.mqtt.servers import Failover, Server, parse_servers
+from plugins.mqtt.servers import Failover, Server, check_servers, parse_servers
 
 QoS = Literal[0, 1, 2]
 
@@ -100,13 +100,7 @@ class MqttSinkConfig(SinkConfig):
             object.__setattr__(self, "tls", True)
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
-        if self.servers is not None:
-            both = sorted({"host", "port"} & self.model_fields_set)
-            if both:
-                raise ValueError(f"set either servers or {' and '.join(both)}, not both")
-            plain = [s.url for s in parse_servers(self.servers) if not s.tls]
-            if "tls" in self.model_fields_set and self.tls and plain:
-                raise ValueError(f"tls = true but {plain[0]} is plain MQTT; write it as mqtts://")
+        check_servers(self.servers, self.model_fields_set, self.tls)
         return self
 
     @property

@@ -9,6 +9,9 @@ not pull every agent back at once.
 
 ``ordered`` walks the list as written, wrapping around. ``random`` walks a permutation drawn once per sink,
 so a fleet that lists the same servers spreads over them, and every server is still tried before any twice.
+
+A sink's config declares ``servers: list[str] | None`` and ``failover: Failover`` and calls
+``check_servers`` from its model validator (as ``plugins/mqtt/config.py`` does).
 """
 
 from __future__ import annotations
@@ -78,6 +81,23 @@ def parse_servers(urls: Sequence[str]) -> list[Server]:
             raise ValueError(f"server {server.url} is listed twice")
         seen.add(key)
     return servers
+
+
+def check_servers(servers: Sequence[str] | None, fields_set: set[str], tls: bool) -> None:
+    """The config rules of ``servers`` beside ``host``/``port``/``tls``, for any MQTT sink's validator.
+
+    Raises:
+        ValueError: both ``servers`` and ``host`` or ``port`` set; a bad or repeated URL; ``tls = true``
+            set beside a plain ``mqtt://`` server.
+    """
+    if servers is None:
+        return
+    both = sorted({"host", "port"} & fields_set)
+    if both:
+        raise ValueError(f"set either servers or {' and '.join(both)}, not both")
+    plain = [s.url for s in parse_servers(servers) if not s.tls]
+    if "tls" in fields_set and tls and plain:
+        raise ValueError(f"tls = true but {plain[0]} is plain MQTT; write it as mqtts://")
 
 
 class ServerList:
