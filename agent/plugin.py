@@ -57,6 +57,7 @@ class ComponentStatus:
     failures: int = 0
     episode_failures: int = 0  # failures since the component was last UP
     counters: dict[str, float] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)  # e.g. the broker a sink is connected to
 
     def set(self, state: State, error: str | None = None) -> None:
         if state is not self.state:

@@ -61,6 +61,8 @@ class SinkMetrics:
     outbox_max_bytes: int = 0
     drops_total: Mapping[str, int] = field(default_factory=dict)  # by message kind
     outage_hours_left: float = math.inf  # from outage_hours()
+    server: str | None = None  # the broker a sink with several is connected to (status info "server")
+    failovers_total: int = 0  # moves to another of its servers
 
 
 @dataclass
@@ -203,6 +205,18 @@ class SnapshotCollector:
                 "gauge", "outbox_capacity_bytes", "Outbox byte cap.", _each("sink", sinks, "outbox_max_bytes")
             ),
             _family("counter", "outbox_dropped", "Messages dropped at the outbox cap, by kind.", drops),
+            _family(
+                "gauge",
+                "sink_server_info",
+                "The server each sink is (or was last) connected to.",
+                [({"sink": k.name, "server": k.server or ""}, 1.0) for k in sinks if k.server is not None],
+            ),
+            _family(
+                "counter",
+                "sink_failovers",
+                "Moves of a sink to the next of its servers.",
+                _each("sink", [k for k in sinks if k.server is not None], "failovers_total"),
+            ),
             _family(
                 "gauge",
                 "outbox_outage_hours_left",

@@ -138,6 +138,8 @@ class Observer:
                     cap,
                     dict(st.dropped),
                     outage_hours(cap - st.depth_bytes, earlier, later),
+                    k.ctx.status.info.get("server"),
+                    int(k.ctx.status.counters.get("failovers", 0)),
                 )
             )
         pipelines = [
@@ -189,4 +191,5 @@ def _component(s: ComponentStatus) -> dict[str, Any]:
         "since_ms": round(s.since * 1000),
         "failures": s.failures,
         "error": s.last_error,
+        **({"server": s.info["server"]} if "server" in s.info else {}),
     }

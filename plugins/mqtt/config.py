@@ -1,4 +1,4 @@
-"""Config of the MQTT sink: broker, session, TLS, credentials, topics and QoS per message kind."""
+"""Config of the MQTT sink: broker(s), session, TLS, credentials, topics and QoS per message kind."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from agent.config.base import Duration, Model, SinkConfig
+from plugins.mqtt.servers import Failover, Server, check_servers, parse_servers
 
 QoS = Literal[0, 1, 2]
 
@@ -43,12 +44,22 @@ class UnsConfig(Model):
 
 
 class MqttSinkConfig(SinkConfig):
-    """Publishes alerts, status, features and optionally raw readings to one MQTT broker."""
+    """Publishes alerts, status, features and optionally raw readings to an MQTT broker or cluster."""
 
     type: Literal["mqtt"]
-    host: str = Field(default="localhost", description="Broker host name or address.")
+    host: str = Field(default="localhost", description="Broker host name or address (or use `servers`).")
     port: int | None = Field(
         default=None, ge=1, le=65535, description="Broker port; 1883, or 8883 with TLS, when not set."
+    )
+    servers: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Brokers of a cluster, `mqtt://host:port` or `mqtts://host:port` (TLS), instead of "
+        "`host`/`port`; the sink connects to one at a time and moves to the next when a connection fails.",
+    )
+    failover: Failover = Field(
+        default="ordered",
+        description="Order of `servers`: `ordered` as listed, `random` a per-agent shuffle that spreads a fleet.",
     )
     protocol: Literal["3.1.1", "5"] = Field(default="3.1.1", description="MQTT protocol version.")
     client_id: str | None = Field(
@@ -110,6 +121,7 @@ class MqttSinkConfig(SinkConfig):
             raise ValueError("a password needs a username")
         if self.uns.enabled and "readings" not in self.kinds:
             raise ValueError('uns.enabled needs the readings: add "readings" to kinds')
+        check_servers(self.servers, self.model_fields_set, self.tls)
         return self
 
     def security_warnings(self) -> list[str]:
@@ -131,3 +143,10 @@ class MqttSinkConfig(SinkConfig):
     @property
     def broker_port(self) -> int:
         return self.port if self.port is not None else (8883 if self.tls else 1883)
+
+    @property
+    def server_list(self) -> list[Server]:
+        """``servers`` parsed, or the one ``host``/``port``; the TLS settings apply to mqtts:// servers."""
+        if self.servers is None:
+            return [Server(self.host, self.broker_port, self.tls)]
+        return parse_servers(self.servers)

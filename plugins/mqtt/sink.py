@@ -8,6 +8,9 @@ per burst, not one per message. The blocking ``connect`` (DNS, TCP, TLS) runs in
 One owner of reconnects: paho's own reconnect is off (``reconnect_on_failure=False``). A lost connection
 fails the pending ``publish`` with ``TransientError``; the delivery loop's supervisor reconnects with a
 fresh client (a client that saw a broken network is never reused).
+
+Several brokers: one connect attempt is one pass over ``servers`` (see ``plugins/mqtt/servers.py``); the
+server in use is in the status (``info["server"]``, ``counters["failovers"]``) and so in /metrics.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from agent.records import Envelope, Kind
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.connect import connack_error, connect_error, connect_options, tls_context
 from plugins.mqtt.payloads import Encoder, Topics
+from plugins.mqtt.servers import Server, ServerList, one_pass_error
 from plugins.mqtt.uns import Uns
 
 
@@ -63,7 +67,8 @@ class MqttSink(Sink):
             Kind.FEATURES: q.features,
             Kind.READINGS: q.readings,
         }
-        self._where = f"{config.host}:{config.broker_port}"
+        self._servers: ServerList | None = None  # built on the first connect, kept across reconnects
+        self._where = config.server_list[0].where
         self.uns = (
             Uns(self.topics.base, ctx.tags, config.uns.qos, config.uns.keep_batch)
             if config.uns.enabled
@@ -84,14 +89,29 @@ class MqttSink(Sink):
         return self._connected
 
     async def __aenter__(self) -> MqttSink:
+        """Connect to the first server that answers, each tried once; the supervisor backs off between passes."""
+        if self._servers is None:
+            self._servers = ServerList(self.config.server_list, self.config.failover)
+        servers, failures = self._servers, []
+        for _ in range(len(servers)):
+            try:
+                await self._open(servers.current)
+                return self
+            except Exception as exc:  # cancellation ends the pass and keeps the server
+                failures.append((servers.current, exc))
+                self._attempt_ended(exc)
+        raise one_pass_error(failures)
+
+    async def _open(self, server: Server) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._waiting, self._acks, self._drain_scheduled = {}, deque(), False
         self._connack = loop.create_future()
         if not self._probing:
             self._session = await asyncio.to_thread(next_session, self.ctx.state_dir, self.ctx.name)
-        client = self._client = self._new_client()
+        self._where = server.where
+        client = self._client = self._new_client(server)
         try:
-            await self._connect(client)
+            await self._connect(client, server)
             client.loop_start()
             try:
                 async with asyncio.timeout(self.config.connect_timeout):
@@ -103,20 +123,34 @@ class MqttSink(Sink):
             if code.is_failure:
                 raise connack_error(code, self._where)
             self._connected = True
-            self.ctx.log.info(
-                "connected", broker=self._where, protocol=self.config.protocol, tls=self.config.tls
-            )
+            self._on_server(server)
             if self._probing:
-                return self
+                return
             await self._session_started()
         except BaseException:
             await self._close(client, goodbye=False)
             raise
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
             await self._close(self._client, goodbye=True)
+        self._attempt_ended(exc[1] if len(exc) > 1 else None)
+
+    def _attempt_ended(self, exc: object) -> None:
+        if isinstance(exc, Exception) and self._servers is not None:  # a shutdown keeps the server
+            self._servers.failed()
+            self.ctx.status.counters["failovers"] = self._servers.failovers
+
+    def _on_server(self, server: Server) -> None:
+        status, servers = self.ctx.status, self._servers
+        assert servers is not None
+        status.info["server"] = server.url
+        status.counters["server_index"] = servers.listed.index(server)
+        status.counters["failovers"] = moves = servers.failovers
+        more = {"failovers": moves} if len(servers) > 1 else {}
+        self.ctx.log.info(
+            "connected", broker=server.where, protocol=self.config.protocol, tls=server.tls, **more
+        )
 
     async def probe(self) -> None:
         """Connect as ``{client id}-check-{pid}`` and leave, publishing nothing: the broker would drop a
@@ -203,7 +237,7 @@ class MqttSink(Sink):
         """What a deliberate disconnect publishes first: ``offline``, the same as the will."""
         return [self._will()]
 
-    def _new_client(self) -> mqtt.Client:
+    def _new_client(self, server: Server) -> mqtt.Client:
         cfg = self.config
         v5 = cfg.protocol == "5"
         client = mqtt.Client(
@@ -220,7 +254,7 @@ class MqttSink(Sink):
         if cfg.username is not None:
             password = cfg.password.get_secret_value() if cfg.password is not None else None
             client.username_pw_set(cfg.username, password)
-        if cfg.tls:
+        if server.tls:
             client.tls_set_context(tls_context(cfg, self.ctx.name))
         if not self._probing:
             client.will_set(*self._will())
@@ -229,12 +263,10 @@ class MqttSink(Sink):
         client.on_publish = self._on_publish
         return client
 
-    async def _connect(self, client: mqtt.Client) -> None:
+    async def _connect(self, client: mqtt.Client, server: Server) -> None:
         cfg = self.config
         options = connect_options(cfg)
-        connect = functools.partial(
-            client.connect, cfg.host, cfg.broker_port, round(cfg.keepalive), **options
-        )
+        connect = functools.partial(client.connect, server.host, server.port, round(cfg.keepalive), **options)
         attempt = asyncio.get_running_loop().run_in_executor(None, connect)
         try:
             await attempt
@@ -242,7 +274,7 @@ class MqttSink(Sink):
             attempt.add_done_callback(lambda _: _close_socket(client))
             raise
         except OSError as exc:  # ssl.SSLError, socket.gaierror and TimeoutError are OSErrors too
-            raise connect_error(exc, cfg.host, self._where) from exc
+            raise connect_error(exc, server.host, self._where) from exc
 
     async def _close(self, client: mqtt.Client, goodbye: bool) -> None:
         """Say offline (retained) when leaving on purpose, then disconnect and stop paho's thread."""
@@ -332,6 +364,5 @@ def next_session(state_dir: Path, sink: str) -> int:
 
 
 def _close_socket(client: mqtt.Client) -> None:
-    sock = client.socket()
-    if sock is not None:
+    if (sock := client.socket()) is not None:
         sock.close()

@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from agent.errors import TransientError
 from agent.plugin import PluginContext
 from agent.records import Envelope
+from plugins.mqtt.servers import Server
 from plugins.mqtt.sink import MqttSink
 from plugins.sparkplug.config import SparkplugSinkConfig
 from plugins.sparkplug.node import NAMESPACE, REBIRTH, EdgeNode, Out
@@ -66,8 +67,8 @@ class SparkplugSink(MqttSink):
         self._session_bdseq = self.bdseq.pending()
         return self.node.topic("NDEATH"), self.node.death(self._session_bdseq, _now_ms()), 1, False
 
-    def _new_client(self) -> mqtt.Client:
-        client = super()._new_client()
+    def _new_client(self, server: Server) -> mqtt.Client:
+        client = super()._new_client(server)
         client.on_message = self._on_message
         return client
 
