@@ -61,9 +61,13 @@ def numeric(reading: Reading) -> float | None:
     return number if math.isfinite(number) else None
 
 
+NOT_FINITE = "not a finite number"
+"""How the reason of a reading made BAD by ``not_finite`` starts."""
+
+
 def not_finite(tag: str, ts: float, value: float) -> Reading:
     """The one rule for NaN and +-inf from any source, whatever its status said: BAD, value ``None``."""
-    return bad(tag, ts, f"not a finite number: {value}")
+    return bad(tag, ts, f"{NOT_FINITE}: {value}")
 
 
 def bad(tag: str, ts: float, reason: str) -> Reading:

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.errors import PluginError
 from agent.plugin import Emit, PluginContext, Source, State
-from agent.records import Reading
+from agent.records import NOT_FINITE, Reading
 from agent.supervise import describe
 from plugins.modbus.byteorder import CHECKED_TYPES, judge
 from plugins.modbus.config import ModbusSourceConfig
@@ -123,7 +123,7 @@ async def _byte_order_notes(poller: DevicePoller, readings: list[Reading]) -> li
         if reading.quality == "good" and isinstance(reading.value, int | float):
             raw = (reading.value - codec.offset) / codec.scale
             registers = codec.encode(round(raw) if codec.dtype.startswith(("int", "uint")) else raw)
-        elif (reading.reason or "").startswith("device sent"):
+        elif (reading.reason or "").startswith(NOT_FINITE):
             slot = slots[reading.tag]
             try:
                 got = await poller.connection.read(
