@@ -1,0 +1,175 @@
+"""The health endpoint under attack (issue 10, item 8): slowloris sockets and the bearer token.
+
+Seventeen, then two hundred real sockets that trickle a request one header at a time and reconnect
+whenever the server drops them, against the real server, while the container's own HEALTHCHECK
+command and a data task run beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config.load import load_config
+from agent.config.sections import HealthConfig
+from agent.errors import ConfigError
+from agent.ops.health import HealthServer
+from agent.ops.http import Request, Response
+from agent.ops.metrics import MetricsSnapshot
+from tests.mosquitto import eventually
+
+TOKEN = "s3cret-token-of-more-than-16"
+# The Dockerfile's HEALTHCHECK, with the port of the server under test.
+PROBE = (
+    "import sys, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}/healthz', timeout=4)"
+)
+
+
+class Slowloris:
+    """``n`` connections that each send a request line, then one header line every ``every`` seconds, and
+    never finish; a connection the server closes is opened again at once."""
+
+    def __init__(self, port: int, n: int, every: float = 0.5) -> None:
+        self.port, self.n, self.every = port, n, every
+        self.open = 0
+        self.reconnects = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _one(self) -> None:
+        while True:
+            writer = None
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                self.open += 1
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                while True:
+                    await asyncio.sleep(self.every)
+                    writer.write(b"X-Slow: 1\r\n")
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                self.reconnects += 1
+            finally:
+                if writer is not None:
+                    self.open -= 1
+                    writer.transport.abort()
+            await asyncio.sleep(0.01)
+
+    async def __aenter__(self) -> Slowloris:
+        self._tasks = [asyncio.create_task(self._one(), name=f"slowloris-{i}") for i in range(self.n)]
+        await eventually(lambda: self.open >= self.n, within=30, what=f"{self.n} slow connections open")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def healthcheck(port: int) -> int:
+    """Exit code of the container's HEALTHCHECK command (urllib, 4 s timeout) against ``port``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        PROBE,
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await proc.wait()
+
+
+async def ticking(counter: list[int]) -> None:
+    """Stands for the data path: a task that must keep running on the same loop."""
+    while True:
+        await asyncio.sleep(0.01)
+        counter[0] += 1
+
+
+@pytest.mark.parametrize("slow", [17, 200])
+async def test_healthz_answers_every_probe_under_slowloris(slow: int) -> None:
+    ticks = [0]
+    async with HealthServer(HealthConfig(port=0), MetricsSnapshot, lambda: (True, "ok")) as server:
+        data = asyncio.create_task(ticking(ticks), name="data")
+        try:
+            async with Slowloris(server.port, slow) as attack:
+                results = []
+                for _ in range(8):
+                    before = ticks[0]
+                    results.append(await healthcheck(server.port))
+                    await eventually(lambda b=before: ticks[0] > b + 5, what="the data task to keep running")
+                assert results == [0] * 8, f"{results.count(0)} of 8 probes passed with {slow} slow sockets"
+                assert attack.open > 0  # the attack was still going while the probes passed
+        finally:
+            data.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await data
+    if slow > 64:
+        assert server.pushed_out > 0  # more slow sockets than waiting places: the oldest were dropped
+
+
+async def test_a_header_that_never_ends_is_cut_at_the_deadline() -> None:
+    async with HealthServer(HealthConfig(port=0), MetricsSnapshot, lambda: (True, "ok")) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\n")
+        # The server closes it (HEADER_DEADLINE_S) without an answer; the read sees the end.
+        assert await asyncio.wait_for(reader.read(), timeout=30) == b""
+        writer.close()
+
+
+def fetch(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def page(request: Request) -> Response | None:
+    if request.path == "/":
+        return 200, "text/html; charset=utf-8", b"<!doctype html><title>status</title>"
+    if request.path == "/api/status":
+        return 200, "application/json", b'{"tags": []}'
+    return None
+
+
+async def test_with_a_token_only_healthz_and_the_page_shell_are_open() -> None:
+    cfg = HealthConfig(port=0, host="127.0.0.1", token=TOKEN)
+    async with HealthServer(cfg, MetricsSnapshot, lambda: (True, "ok"), app=page) as server:
+        for path in ("/metrics", "/readyz", "/api/status"):
+            status, headers, _ = await asyncio.to_thread(fetch, server.port, path)
+            assert status == 401 and headers["www-authenticate"].startswith("Bearer"), path
+            status, _, _ = await asyncio.to_thread(fetch, server.port, path, "wrong-token-wrong-token")
+            assert status == 401, path
+            status, _, _ = await asyncio.to_thread(fetch, server.port, path, TOKEN)
+            assert status == 200, path
+        status, _, body = await asyncio.to_thread(fetch, server.port, "/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        status, headers, _ = await asyncio.to_thread(fetch, server.port, "/")
+        assert status == 200 and "default-src 'self'" in headers["content-security-policy"]
+
+
+def test_listening_beyond_loopback_needs_a_token_or_an_explicit_choice(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[health]\nhost = "0.0.0.0"\n')
+    with pytest.raises(ConfigError, match=r"beyond loopback.*token_file.*allow_unauthenticated"):
+        load_config(config, environ={})
+    config.write_text('[health]\nhost = "0.0.0.0"\nallow_unauthenticated = true\n')
+    assert load_config(config, environ={}).health.token is None
+    secret = tmp_path / "health-token"
+    secret.write_text(TOKEN + "\n")
+    config.write_text(f'[health]\nhost = "::"\ntoken_file = "{secret}"\n')
+    token = load_config(config, environ={}).health.token
+    assert token is not None and token.get_secret_value() == TOKEN
+    secret.write_text("short\n")
+    with pytest.raises(ConfigError, match="16"):
+        load_config(config, environ={})
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.5"):
+        assert HealthConfig(host=host).token is None  # loopback needs nothing
