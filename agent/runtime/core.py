@@ -89,6 +89,7 @@ class Runtime(Reloading):
 
         async def emit(readings: Any) -> None:
             observer.count(name, len(readings))
+            observer.status.readings(readings)
             await bus.put(name, readings)
 
         run.task = self._tg.create_task(
@@ -180,6 +181,7 @@ class Runtime(Reloading):
     def _emit(self, messages: list[Message]) -> None:
         if not messages:
             return
+        self.observer.status.messages(messages)
         for sink in self.sinks.values():
             wanted = [m for m in messages if m.kind.value in sink.kinds]
             if wanted:
