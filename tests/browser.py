@@ -8,8 +8,8 @@ evaluate JavaScript, wait for a condition in the page, take a screenshot.
 from __future__ import annotations
 
 import base64
-import fcntl
 import contextlib
+import fcntl
 import itertools
 import json
 import os

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -120,6 +121,29 @@ async def test_a_header_that_never_ends_is_cut_at_the_deadline() -> None:
         # The server closes it (HEADER_DEADLINE_S) without an answer; the read sees the end.
         assert await asyncio.wait_for(reader.read(), timeout=30) == b""
         writer.close()
+
+
+async def test_a_client_that_never_reads_is_dropped_at_the_write_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("agent.ops.health.WRITE_DEADLINE_S", 0.5)
+    monkeypatch.setattr("agent.ops.http.WRITE_DEADLINE_S", 0.5)
+    big = b"x" * (16 << 20)  # more than the kernel buffers of both ends together
+
+    def app(request: Request) -> Response | None:
+        return (200, "text/plain", big) if request.path == "/big" else None
+
+    async with HealthServer(HealthConfig(port=0), MetricsSnapshot, lambda: (True, "ok"), app=app) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        try:
+            sock.sendall(b"GET /big HTTP/1.1\r\n\r\n")
+            await eventually(lambda: server.open_connections == 1, what="the server writing to it")
+            assert await healthcheck(server.port) == 0  # meanwhile the probe is answered
+            await eventually(lambda: server.open_connections == 0, what="the reader that never reads dropped")
+        finally:
+            sock.close()
 
 
 def fetch(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:

@@ -35,7 +35,7 @@ import structlog
 
 from agent.config.sections import HealthConfig
 from agent.errors import FatalError
-from agent.ops.http import App, Request, Response, answer, json_answer, read_request
+from agent.ops.http import WRITE_DEADLINE_S, App, Request, Response, answer, json_answer, read_request
 from agent.ops.metrics import CONTENT_TYPE, MetricsSnapshot, render
 from agent.plugin import ComponentStatus, State
 
@@ -131,6 +131,11 @@ class HealthServer:
         self.log = structlog.get_logger().bind(component="health")
 
     @property
+    def open_connections(self) -> int:
+        """Connections being read, answered or closed right now."""
+        return len(self._connections)
+
+    @property
     def url(self) -> str:
         return f"http://{self.config.host}:{self.port}"
 
@@ -194,14 +199,11 @@ class HealthServer:
         except (TimeoutError, ConnectionError):
             pass  # a client that went away, never sent a request, or does not read: nothing to answer
         finally:
-            self._connections.discard(task)
             self._waiting.pop(task, None)
-            if writer.transport.is_closing():
-                writer.transport.abort()
-            else:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+            try:
+                await _close(writer)
+            finally:
+                self._connections.discard(task)
 
     async def _read(
         self, task: asyncio.Task[Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -272,3 +274,15 @@ class HealthServer:
             return 500, "text/plain", f"metrics snapshot failed: {exc}\n".encode()
         self._metrics_failing = False
         return 200, CONTENT_TYPE, text.encode("utf-8")
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close after the answer is sent, or drop the connection when the client does not take it in time."""
+    try:
+        if not writer.transport.is_closing():
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(WRITE_DEADLINE_S):
+                    await writer.wait_closed()
+    finally:
+        writer.transport.abort()  # a no-op once closed
