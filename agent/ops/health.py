@@ -3,9 +3,10 @@
 A deliberately small HTTP/1.1 server on ``asyncio.start_server`` (GET and HEAD, one request per
 connection, bounded request size, time and concurrency), so the agent needs no web framework. It holds
 up against slow clients (slowloris, issue 10 item 8): each connection has ``HEADER_DEADLINE_S`` to
-send its whole request and ``WRITE_DEADLINE_S`` to read the answer; at most ``MAX_WAITING``
-connections may be sending their request at once, and a new one pushes the oldest of them out, so a
-probe that sends its request at once is always read, however many idle sockets are held open.
+send its whole request and ``WRITE_DEADLINE_S`` to read the answer; beyond ``MAX_WAITING``
+connections still sending their request, a new one pushes out the oldest of them that has had
+``MIN_WAIT_S``, so a probe that sends its request at once is read however many slow sockets are held
+open or reopened.
 
 - ``/healthz``: 200 while the event loop is responsive, 503 when its lag (measured by a ticker task,
   ``LoopMonitor``) is over ``max_loop_lag``. A loop blocked outright cannot answer at all, so the
@@ -41,8 +42,10 @@ from agent.plugin import ComponentStatus, State
 
 MAX_REQUEST_BYTES = 8192
 HEADER_DEADLINE_S = 2.0  # to send the request line and every header: a probe needs milliseconds
-MAX_WAITING = 64  # connections still sending their request; a new one pushes the oldest out
-MAX_CONNECTIONS = 256  # in all; beyond it a connection gets 503 at once
+MAX_WAITING = 64  # connections still sending their request; beyond, a new one pushes the oldest out
+MIN_WAIT_S = 1.0  # ...if that one has had this long: a prompt client is never pushed out by a flood
+MAX_CONNECTIONS = 256  # in all; beyond it, with nobody to push out, a newcomer is on probation:
+PROBATION_S = 0.5  # it has this long to send its request, and holds no waiting place
 PROTECTED = ("/readyz", "/metrics", "/api/")  # need the bearer token when one is set
 
 
@@ -121,7 +124,7 @@ class HealthServer:
         self.monitor = monitor or LoopMonitor(config.max_loop_lag)
         self._own_monitor = monitor is None
         self._connections: set[asyncio.Task[Any]] = set()
-        self._waiting: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}  # oldest first
+        self._waiting: dict[asyncio.Task[Any], tuple[asyncio.StreamWriter, float]] = {}  # oldest first
         self._listening: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._metrics_failing = False
@@ -186,15 +189,16 @@ class HealthServer:
         assert task is not None
         task.set_name("health-connection")
         self._connections.add(task)
+        crowded = len(self._connections) > MAX_CONNECTIONS or len(self._waiting) >= MAX_WAITING
+        pushed = crowded and self._push_out_oldest()
+        # Full of connections younger than MIN_WAIT_S (a flood): no refusal, which would turn the
+        # probe away with the flood, but a short deadline that only a prompt client meets.
+        probation = len(self._connections) > MAX_CONNECTIONS and not pushed
         try:
-            if len(self._connections) > MAX_CONNECTIONS:
-                request: Request | None = Request("GET", "")
-                status, ctype, body = 503, "text/plain", b"too many connections\n"
-            else:
-                request = await self._read(task, reader, writer)
-                if writer.transport.is_closing():
-                    return  # pushed out by a newer connection
-                status, ctype, body = self._route(request)
+            request = await self._read(task, reader, writer, probation)
+            if writer.transport.is_closing():
+                return  # pushed out by a newer connection
+            status, ctype, body = self._route(request)
             await answer(writer, status, ctype, body, head_only=bool(request and request.method == "HEAD"))
         except (TimeoutError, ConnectionError):
             pass  # a client that went away, never sent a request, or does not read: nothing to answer
@@ -206,21 +210,39 @@ class HealthServer:
                 self._connections.discard(task)
 
     async def _read(
-        self, task: asyncio.Task[Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        task: asyncio.Task[Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        probation: bool,
     ) -> Request | None:
-        """The request, or None when malformed; holds a waiting place and may push out the oldest."""
-        self._waiting[task] = writer
-        if len(self._waiting) > MAX_WAITING:
-            oldest = next(iter(self._waiting))
-            self._waiting.pop(oldest).transport.abort()
-            self.pushed_out += 1
+        """The request, or None when malformed; holds a waiting place while it arrives (unless on probation)."""
+        if not probation:
+            self._waiting[task] = (writer, time.monotonic())
         try:
-            async with asyncio.timeout(HEADER_DEADLINE_S):
+            async with asyncio.timeout(PROBATION_S if probation else HEADER_DEADLINE_S):
                 return await read_request(reader)
         except (ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
             return None
         finally:
             self._waiting.pop(task, None)
+
+    def _push_out_oldest(self) -> bool:
+        """Drop the connection that has waited longest for its request, if it has had ``MIN_WAIT_S``.
+
+        A flood of reconnecting slow clients then only replaces its own old connections, at most
+        ``MAX_WAITING / MIN_WAIT_S`` a second, and a probe that sends its request at once is read.
+        """
+        if not self._waiting:
+            return False
+        oldest = next(iter(self._waiting))
+        writer, since = self._waiting[oldest]
+        if time.monotonic() - since < MIN_WAIT_S:
+            return False
+        del self._waiting[oldest]
+        writer.transport.abort()
+        self.pushed_out += 1
+        return True
 
     def _authorized(self, request: Request) -> bool:
         if self._token is None:
