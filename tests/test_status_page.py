@@ -26,6 +26,7 @@ from agent.runtime.core import Runtime
 from tests.conftest import free_port
 from tests.mosquitto import eventually
 from tests.pump import make_data, make_model, source_and_pipeline
+from tests.test_health_slowloris import Slowloris, many_files  # noqa: F401 - a fixture
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "agent" / "schemas" / "status-api.schema.json").read_text())
@@ -143,6 +144,7 @@ def with_many_tags(config: Path, n: int) -> None:
     config.write_text(text.replace("[[pipelines]]", tags + "\n[[pipelines]]", 1))
 
 
+@pytest.mark.usefixtures("many_files")
 async def test_slow_clients_do_not_hold_the_agent(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, port, 20, "loop")
@@ -151,6 +153,7 @@ async def test_slow_clients_do_not_hold_the_agent(tmp_path: Path) -> None:
         stats = runtime.pipelines[0].stats
         await eventually(lambda: stats.windows > 2, what="first windows")
         stuck = []
+        stack = contextlib.AsyncExitStack()
         # Each asks for the whole status (60 kB) and never reads it; the server that holds them past
         # the kernel's buffers is tested in test_health_slowloris.py.
         for _ in range(40):
@@ -162,6 +165,7 @@ async def test_slow_clients_do_not_hold_the_agent(tmp_path: Path) -> None:
             stuck.append(sock)
         try:
             await eventually(lambda: all(_connected(s) for s in stuck), what="slow clients connected")
+            await stack.enter_async_context(Slowloris(port, 200))  # and 200 that never finish asking
             request = f"GET /api/status HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
             for sock in stuck:
                 sock.send(request)
@@ -171,6 +175,7 @@ async def test_slow_clients_do_not_hold_the_agent(tmp_path: Path) -> None:
                 assert (await get(port, "/healthz", None))["status"] == "ok"
                 assert len((await get(port, "/api/status"))["tags"]) == 602
         finally:
+            await stack.aclose()
             for sock in stuck:
                 sock.close()
 
