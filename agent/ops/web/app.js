@@ -69,8 +69,14 @@ function num(x, digits = 4) {
   return Math.abs(x) >= 1e5 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(2) : String(+x.toPrecision(digits));
 }
 
+const locale = () => (lang === "ko" ? "ko-KR" : "en-GB");
+
 function when(ts) {
-  return ts ? new Date(ts * 1000).toLocaleString(lang === "ko" ? "ko-KR" : "en-GB") : "–";
+  return ts ? new Date(ts * 1000).toLocaleString(locale()) : "–";
+}
+
+function clock(ts) {
+  return new Date(ts * 1000).toLocaleTimeString(locale());
 }
 
 function age(s) {
@@ -110,7 +116,7 @@ function renderHeader(s) {
   $("filter").placeholder = t("filter");
   $("title").textContent = `edge-agent · ${s.agent.id}`;
   $("meta").textContent = `v${s.agent.version} · ${t("uptime")} ${age(s.agent.uptime_s)}`;
-  $("updated").textContent = `${t("updated")} ${new Date(s.generated_at * 1000).toLocaleTimeString()}`;
+  $("updated").textContent = `${t("updated")} ${clock(s.generated_at)}`;
   const open = s.pipelines.some((p) => p.alert_open);
   const bad = [...s.sources, ...s.sinks].some((c) => c.state !== "up");
   const overall = $("overall");
@@ -221,7 +227,7 @@ function chart(name, p) {
   box.append(svg("path", { d, class: "score" }));
   for (const [u, anchor] of [[tmin, "start"], [tmax, "end"]]) {
     const label = svg("text", { x: x(u), y: H - 6, class: "tick", "text-anchor": anchor });
-    label.textContent = new Date(u * 1000).toLocaleTimeString();
+    label.textContent = clock(u);
     box.append(label);
   }
   return box;
