@@ -14,13 +14,10 @@ open or reopened.
 - ``/readyz``: 200 when ``ready()`` says so (sinks connected or buffering, sources up), else 503; both
   with a JSON body ``{"ready": bool, "reason": str}``.
 - ``/metrics``: Prometheus text exposition 0.0.4 of ``snapshot()`` (see ``agent.ops.metrics``).
+- everything else (the status page, see ``agent.ops.status_api``) comes from the ``app`` handler.
 
-- Everything else (the status page's ``/api/...``, see ``agent.ops.status_api``) comes from the
-  ``app`` handler. With a token configured, ``/readyz``, ``/metrics`` and ``/api/...`` need
-  ``Authorization: Bearer <token>``; ``/healthz`` and the page's static files (no data) never do.
-
-It listens on loopback by default; beyond loopback the config requires a token (or an explicit
-``allow_unauthenticated = true``).
+With a token set (required beyond loopback unless ``allow_unauthenticated``), ``/readyz``, ``/metrics``
+and ``/api/...`` need ``Authorization: Bearer <token>``; ``/healthz`` and the page's files never do.
 """
 
 from __future__ import annotations
@@ -117,10 +114,7 @@ class HealthServer:
         monitor: LoopMonitor | None = None,
         app: App | None = None,
     ) -> None:
-        self.config = config
-        self.snapshot = snapshot
-        self.ready = ready
-        self.app = app
+        self.config, self.snapshot, self.ready, self.app = config, snapshot, ready, app
         self.monitor = monitor or LoopMonitor(config.max_loop_lag)
         self._own_monitor = monitor is None
         self._connections: set[asyncio.Task[Any]] = set()
@@ -129,7 +123,6 @@ class HealthServer:
         self._task: asyncio.Task[None] | None = None
         self._metrics_failing = False
         self._token = config.token.get_secret_value().encode() if config.token else None
-        self.pushed_out = 0  # connections dropped because newer ones needed their place
         self.port: int = config.port
         self.log = structlog.get_logger().bind(component="health")
 
@@ -191,8 +184,8 @@ class HealthServer:
         self._connections.add(task)
         crowded = len(self._connections) > MAX_CONNECTIONS or len(self._waiting) >= MAX_WAITING
         pushed = crowded and self._push_out_oldest()
-        # Full of connections younger than MIN_WAIT_S (a flood): no refusal, which would turn the
-        # probe away with the flood, but a short deadline that only a prompt client meets.
+        # Full of young connections (a flood): not a refusal, that would turn the probe away with the
+        # flood, but a short deadline that only a prompt client meets.
         probation = len(self._connections) > MAX_CONNECTIONS and not pushed
         try:
             request = await self._read(task, reader, writer, probation)
@@ -228,11 +221,8 @@ class HealthServer:
             self._waiting.pop(task, None)
 
     def _push_out_oldest(self) -> bool:
-        """Drop the connection that has waited longest for its request, if it has had ``MIN_WAIT_S``.
-
-        A flood of reconnecting slow clients then only replaces its own old connections, at most
-        ``MAX_WAITING / MIN_WAIT_S`` a second, and a probe that sends its request at once is read.
-        """
+        """Drop the connection that has waited longest for its request, if it has had ``MIN_WAIT_S``;
+        a reconnecting flood then only replaces its own old sockets, and a prompt probe is read."""
         if not self._waiting:
             return False
         oldest = next(iter(self._waiting))
@@ -241,7 +231,6 @@ class HealthServer:
             return False
         del self._waiting[oldest]
         writer.transport.abort()
-        self.pushed_out += 1
         return True
 
     def _authorized(self, request: Request) -> bool:
