@@ -127,8 +127,7 @@ class HealthServer:
         self.log = structlog.get_logger().bind(component="health")
 
     @property
-    def open_connections(self) -> int:
-        """Connections being read, answered or closed right now."""
+    def open_connections(self) -> int:  # being read, answered or closed right now
         return len(self._connections)
 
     @property
@@ -149,6 +148,8 @@ class HealthServer:
             ) from exc
         self.port = int(server.sockets[0].getsockname()[1])
         self.log.info("health endpoint listening", url=self.url, token=self._token is not None)
+        if self._token is None and not HealthConfig.loopback(host):
+            self.log.warning("status page and metrics open to the network: allow_unauthenticated = true")
         if self._listening is not None and not self._listening.done():
             self._listening.set_result(None)
         try:
