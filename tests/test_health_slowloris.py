@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import re
 import resource
 import socket
 import sys
@@ -208,3 +209,17 @@ def test_listening_beyond_loopback_needs_a_token_or_an_explicit_choice(tmp_path:
         load_config(config, environ={})
     for host in ("127.0.0.1", "::1", "localhost", "127.0.0.5"):
         assert HealthConfig(host=host).token is None  # loopback needs nothing
+
+
+def test_the_config_install_sh_puts_on_a_host_is_on_loopback_and_valid(tmp_path: Path) -> None:
+    """install.sh edits the container's example with sed; the result must load on a host without secrets."""
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    script = (deploy / "install.sh").read_text()
+    edits = re.findall(r"run sed -i 's/(.+?)/(.*?)/' \"\$CONF_DIR/config.toml\"", script)
+    assert edits, "install.sh no longer edits the example config"
+    text = (deploy / "config.toml").read_text()
+    for pattern, replacement in edits:
+        text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
+    (tmp_path / "config.toml").write_text(text)
+    cfg = load_config(tmp_path / "config.toml", environ={})
+    assert cfg.health.host == "127.0.0.1" and cfg.health.token is None
