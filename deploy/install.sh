@@ -159,8 +159,10 @@ do_install() {
     run install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
     if [[ ! -e "$CONF_DIR/config.toml" ]]; then
         run install -m 0640 -o root -g "$SERVICE_USER" "$CONFIG" "$CONF_DIR/config.toml"
-        # The example is the container's; on a host the health endpoint stays on loopback.
+        # The example is the container's; on a host the health endpoint stays on loopback, which needs
+        # no token (docs/status-page.md says how to open it to the network with one).
         run sed -i 's/^host = "0\.0\.0\.0"/host = "127.0.0.1"/' "$CONF_DIR/config.toml"
+        run sed -i 's/^token_file = /# token_file = /' "$CONF_DIR/config.toml"
         note "installed an example config: edit its sources and sinks, then systemctl restart edge-agent"
     else
         note "kept the existing $CONF_DIR/config.toml"

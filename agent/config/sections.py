@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
 from typing import Literal, cast, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from agent.config.base import TAG_NAME, Duration, Model
 
@@ -55,6 +56,9 @@ class AgentSection(Model):
             "Let a SIGHUP reload remove every source or every sink. Off: such a reload is refused, "
             "because an empty or truncated file is the usual cause."
         ),
+    )
+    language: Literal["en", "ko"] = Field(
+        default="en", description="Language of alert summaries and the status page: en or ko."
     )
 
 
@@ -157,12 +161,19 @@ class PipelineConfig(Model):
 
 
 class HealthConfig(Model):
-    """The ``[health]`` section: where the health and metrics endpoint listens."""
+    """The ``[health]`` section: where the health endpoint and the status page listen, and who may read them.
 
-    enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics.")
+    ``/healthz`` always answers without a token (it says only "ok" and the loop lag, and container
+    probes cannot send headers); ``/``'s data (``/api/...``), ``/readyz`` and ``/metrics`` need the
+    bearer token when one is set. Beyond loopback a token is required, unless
+    ``allow_unauthenticated = true`` says the network is trusted.
+    """
+
+    enabled: bool = Field(default=True, description="Serve /healthz, /readyz, /metrics and the status page.")
     host: str = Field(
         default="127.0.0.1",
-        description='Address to listen on; "0.0.0.0" to let Prometheus or a container runtime reach it.',
+        description='Address to listen on; "0.0.0.0" to let Prometheus or a container runtime reach it '
+        "(then set `token`/`token_file`, or `allow_unauthenticated = true`).",
     )
     port: int = Field(default=9108, ge=0, le=65535, description="TCP port; 0 picks a free one.")
     max_loop_lag: Duration = Field(
@@ -170,3 +181,34 @@ class HealthConfig(Model):
         gt=0,
         description="Event loop lag above which /healthz answers 503 and systemd pings stop.",
     )
+    token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Bearer token for /api/..., /readyz and /metrics (at least 16 characters); prefer "
+        "`token_file` (a container secret or systemd credential).",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Listen beyond loopback without a token. Only where everyone who can reach the port "
+        "may read the agent's data.",
+    )
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> HealthConfig:
+        tokenless = self.token is None and not self.allow_unauthenticated
+        if tokenless and not self.loopback(self.host):
+            raise ValueError(
+                f"health.host = {self.host!r} listens beyond loopback: set health.token_file (or "
+                "health.token), or allow_unauthenticated = true where the network is trusted"
+            )
+        return self
+
+    @staticmethod
+    def loopback(host: str) -> bool:
+        """Whether ``host`` (a listen address) is reachable only from this machine."""
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False

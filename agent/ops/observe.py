@@ -25,6 +25,7 @@ from agent.ops.metrics import (
     TagMetrics,
 )
 from agent.ops.sdnotify import Notifier, watchdog, watchdog_interval
+from agent.ops.status_api import StatusApi, StatusFeed
 from agent.plugin import ComponentStatus
 from agent.records import Kind, Message
 from agent.supervise import supervise
@@ -59,6 +60,7 @@ class Observer:
         self._appended: dict[str, tuple[Sample, Sample]] = {}
         self.tag_source: dict[str, str] = {}
         self.server: HealthServer | None = None
+        self.status = StatusFeed()  # the status page's buffers; the runtime feeds them
         self.refresh()
 
     def refresh(self) -> None:
@@ -176,7 +178,8 @@ class Observer:
             tg.create_task(self.monitor.run(), name="loop-monitor")
             if health.enabled:
                 # Supervised like any component: a taken port is logged once and retried, never fatal.
-                server = self.server = HealthServer(health, self.snapshot, self.ready, self.monitor)
+                page = StatusApi(self.rt, self.status, self.snapshot)
+                server = self.server = HealthServer(health, self.snapshot, self.ready, self.monitor, page)
                 status = ComponentStatus("health", "sink")
                 tg.create_task(supervise(server.run, status, logs.get("health")), name="health-server")
             interval = watchdog_interval()

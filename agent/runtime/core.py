@@ -90,6 +90,7 @@ class Runtime(Streaming, Reloading):
             observer.count(name, len(readings))
             if guard is not None:
                 readings = guard(readings, clock())  # a PLC clock jump must not move the window grid
+            observer.status.readings(readings)
             await bus.put(name, readings)
 
         run.task = self._tg.create_task(

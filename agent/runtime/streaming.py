@@ -42,6 +42,7 @@ class Streaming:
     def _emit(self, messages: list[Message]) -> None:
         if not messages:
             return
+        self.observer.status.messages(messages)
         for sink in self.sinks.values():
             wanted = [m for m in messages if m.kind.value in sink.kinds]
             if wanted:
