@@ -64,3 +64,34 @@ def test_a_broken_relation_with_every_feature_in_range_says_so() -> None:
     top, summary = explain(names, np.array([1.4, -0.1]), np.array([0.7, 0.3]), normal, top=2)
     assert [t["feature"] for t in top] == ["vibration_rms.mean", "motor_current.mean"]
     assert summary.startswith("no single feature outside its normal range, but an unusual combination of: ")
+
+
+def test_cusum_raises_a_big_step_in_one_window_and_a_moderate_one_in_three() -> None:
+    big = AlertState(threshold=1.0, clear_threshold=0.8, rule="cusum")
+    assert run(big, [0.2, 0.3, 8.0]) == [(2, Transition.RAISED)]
+    moderate = AlertState(threshold=1.0, clear_threshold=0.8, rule="cusum")
+    assert run(moderate, [0.2, 2.0, 2.0, 2.0]) == [(3, Transition.RAISED)]
+
+
+def test_cusum_raises_a_score_that_stays_just_under_the_threshold_but_not_normal_noise() -> None:
+    rng = np.random.default_rng(3)
+    noise = AlertState(threshold=1.0, clear_threshold=0.8, rule="cusum")
+    assert run(noise, list(rng.uniform(0.1, 0.85, 2000))) == []
+    creeping = AlertState(threshold=1.0, clear_threshold=0.8, rule="cusum")
+    transitions = run(creeping, [0.95] * 30)
+    assert transitions and transitions[0][1] is Transition.RAISED
+    # the consecutive rule never raises on it: no single window reaches the threshold
+    assert run(AlertState(1.0, 0.8, raise_after=3), [0.95] * 30) == []
+
+
+def test_cusum_clears_a_few_windows_after_the_machine_is_back() -> None:
+    state = AlertState(threshold=1.0, clear_threshold=0.8, clear_after=3, rule="cusum")
+    transitions = run(state, [5.0] * 200 + [0.3] * 10)
+    assert transitions[0] == (1, Transition.RAISED)
+    assert transitions[1][1] is Transition.CLEARED and transitions[1][0] <= 205
+
+
+def test_a_long_alert_is_re_announced_as_sustained() -> None:
+    state = AlertState(threshold=1.0, clear_threshold=0.8, rule="cusum", sustained_after=60.0)
+    seen = [(t, tr) for t in range(0, 150, 5) if (tr := state.update(3.0, float(t))) is not None]
+    assert seen == [(5, Transition.RAISED), (65, Transition.SUSTAINED), (125, Transition.SUSTAINED)]

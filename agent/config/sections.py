@@ -49,6 +49,9 @@ class AgentSection(Model):
     model_check_interval: Duration = Field(
         default=5.0, description="How often model files are checked for changes (hot swap)."
     )
+    language: Literal["en", "ko"] = Field(
+        default="en", description="Language of alert summaries: en (English) or ko (Korean)."
+    )
 
 
 class BusConfig(Model):
@@ -116,9 +119,33 @@ class AlertConfig(Model):
     clear_threshold: float | None = Field(
         default=None, description="Clear below this score. Default: the model's, else 0.8 x threshold."
     )
-    raise_after: int = Field(default=3, ge=1, description="Consecutive windows above threshold to raise.")
+    rule: Literal["cusum", "consecutive"] = Field(
+        default="cusum",
+        description=(
+            "cusum: raise when the summed log excess of the score over reference x threshold reaches "
+            "evidence (fast on a big step, patient near the line); consecutive: raise_after windows in a row."
+        ),
+    )
+    reference: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="cusum: scores above reference x threshold add evidence, scores below take it away.",
+    )
+    evidence: float = Field(
+        default=2.0,
+        gt=0,
+        description="cusum: evidence (natural log units) that raises; 2.0 = 3 windows at 2x threshold.",
+    )
+    raise_after: int = Field(
+        default=3, ge=1, description="consecutive: windows in a row at or above threshold to raise."
+    )
     clear_after: int = Field(
         default=3, ge=1, description="Consecutive windows below clear_threshold to clear."
+    )
+    sustained_after: Duration | None = Field(
+        default=3600.0,
+        description="An alert open this long is re-announced as sustained, and again every as long. None: never.",
     )
     top: int = Field(default=3, ge=0, le=50, description="How many contributing features an alert names.")
 

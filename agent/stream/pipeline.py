@@ -14,7 +14,7 @@ import numpy as np
 from agent.config.sections import PipelineConfig
 from agent.records import Kind, Message
 from agent.stream import features as feats
-from agent.stream.alerts import AlertState, Normal, Transition, explain
+from agent.stream.alerts import AlertState, Normal, Transition, alert_state, explain
 from agent.stream.inference import Model, ModelSlot
 from agent.stream.windows import CountWindower, TimeWindower, Window
 
@@ -61,7 +61,7 @@ class Pipeline:
         self.alert: AlertState | None = None
         if slot is not None:
             threshold, clear = thresholds(cfg, slot.model)
-            self.alert = AlertState(threshold, clear, cfg.alert.raise_after, cfg.alert.clear_after)
+            self.alert = alert_state(cfg, threshold, clear)
         self.stats = PipelineStats()
 
     @property
@@ -128,7 +128,7 @@ class Pipeline:
                 )
             )
             if score is not None and self.alert is not None and model is not None and math.isfinite(score):
-                transition = self.alert.update(score)
+                transition = self.alert.update(score, window.end)
                 if transition is not None:
                     out.append(self._alert(transition, score, span, batch.x[i], row_contrib, model))
         return out
@@ -145,7 +145,7 @@ class Pipeline:
         assert self.alert is not None
         if transition is Transition.RAISED:
             self.stats.alerts_raised += 1
-        else:
+        elif transition is Transition.CLEARED:
             self.stats.alerts_cleared += 1
         top, summary = explain(self.names, x, contrib, model.normal or Normal(), self.cfg.alert.top)
         head = f"{self.name}: anomaly score {score:.3g} (threshold {self.alert.threshold:.3g})"
@@ -164,7 +164,7 @@ class Pipeline:
                 "window": span,
                 "model": model.id,
                 "top": top,
-                "summary": f"{head}: {summary}" if summary and transition is Transition.RAISED else head,
+                "summary": f"{head}: {summary}" if summary and transition is not Transition.CLEARED else head,
             },
         )
 
