@@ -25,13 +25,15 @@ def _load(path: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.plugin import State
     from agent.runtime.core import Runtime, run_until_stopped
 
     cfg = _load(args.config)
     logs.configure(cfg.agent.log_level, cfg.agent.log_format)
     runtime = Runtime(cfg, args.config)
     asyncio.run(run_until_stopped(runtime, asyncio.Event()))
-    return 0
+    failed = [name for name, src in runtime.sources.items() if src.ctx.status.state is State.DOWN]
+    return 1 if failed else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("BENCH_ROOT") or Path(__file__).resolve().parent.parent)  # another checkout: before/after
 sys.path.insert(0, str(ROOT))
 
 from agent.config.load import load_config  # noqa: E402

@@ -70,7 +70,11 @@ class WindowConfig(Model):
     kind: Literal["time", "count"] = Field(default="time", description="Time windows or count windows.")
     length: Duration = Field(default=60.0, gt=0, description="time: window length.")
     hop: Duration | None = Field(
-        default=None, description="time: a window every hop; default = length (tumbling)."
+        default=None,
+        description=(
+            "time: a window every hop (hop = length: tumbling). Default: length / 12 in whole periods, "
+            "at least one period (5 s for 60 s windows at 1 s), so a step is raised within ~15 s."
+        ),
     )
     period: Duration = Field(default=1.0, gt=0, description="time: grid period on which tags are aligned.")
     size: int = Field(
@@ -89,7 +93,7 @@ class WindowConfig(Model):
     @model_validator(mode="after")
     def _check(self) -> WindowConfig:
         if self.kind == "time":
-            hop = self.hop if self.hop is not None else self.length
+            hop = self.hop_s
             if hop > self.length:
                 raise ValueError(
                     f"hop ({hop:g}s) is longer than length ({self.length:g}s): windows would skip data; "
@@ -103,7 +107,9 @@ class WindowConfig(Model):
 
     @property
     def hop_s(self) -> float:
-        return self.hop if self.hop is not None else self.length
+        if self.hop is not None:
+            return self.hop
+        return min(self.length, max(self.period, round(self.length / 12 / self.period) * self.period))
 
     @property
     def max_age_s(self) -> float:

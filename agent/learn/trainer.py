@@ -23,10 +23,28 @@ from numpy.typing import NDArray
 from agent.config.sections import PipelineConfig
 from agent.errors import ModelError
 from agent.learn import export as onnx_export
-from agent.learn import modelcard
+from agent.learn import modelcard, shape
 from agent.learn.fit import MIN_ROWS, Array, FitOptions, RobustPCA, fit
 
 # --- train -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """How to read the training file: the config's replay source of that file, when there is one.
+
+    Attributes:
+        timestamp_column: column of the timestamp.
+        columns: tag -> column holding it (a column with spaces maps to a clean tag name).
+        delimiter: CSV field separator.
+    """
+
+    timestamp_column: str = "timestamp"
+    columns: Mapping[str, str] = field(default_factory=dict)
+    delimiter: str = ","
+
+    def column(self, tag: str) -> str:
+        return self.columns.get(tag, tag)
 
 
 @dataclass
@@ -34,12 +52,13 @@ class TrainingSet:
     """Feature rows of the windows a recording yields, through the pipeline's own windower.
 
     Attributes:
-        x: ``windows x features`` of the windows with enough coverage.
+        x: ``windows x features`` of the windows kept for fitting.
         names: feature names, the runtime's order.
         ends: end time of each kept window.
         total: windows closed, kept or not.
         skipped: why windows were left out, counted.
         first, last: first and last reading timestamps.
+        picked_hop: the hop ``train`` chose for a short recording (None: the configured one).
     """
 
     x: np.ndarray
@@ -49,6 +68,11 @@ class TrainingSet:
     skipped: Counter[str] = field(default_factory=Counter)
     first: float | None = None
     last: float | None = None
+    picked_hop: float | None = None
+
+
+GAP = "gap longer than max_age"
+LOW = "low coverage"
 
 
 def count_rows(path: Path) -> int:
@@ -57,12 +81,18 @@ def count_rows(path: Path) -> int:
 
 
 async def training_windows(
-    pipe: PipelineConfig, data: Path, progress: Callable[[int], None] | None = None
+    pipe: PipelineConfig,
+    data: Path,
+    progress: Callable[[int], None] | None = None,
+    settings: ReplaySettings | None = None,
+    since: float | None = None,
 ) -> TrainingSet:
-    """Replay ``data`` (a CSV with ``timestamp`` and one column per pipeline tag) through ``pipe``.
+    """Replay ``data`` (a CSV with a timestamp and one column per pipeline tag) through ``pipe``.
 
     The CSV is read by the replay source and windowed and featurised by ``agent.stream.pipeline.Pipeline``, the
-    objects ``edge-agent run`` uses, so the rows are the feature vectors the runtime will score.
+    objects ``edge-agent run`` uses, so the rows are the feature vectors the runtime will score. Windows
+    with too little coverage, or with a gap longer than ``max_age`` (``agent.learn.shape``), are counted
+    in ``skipped`` and left out. Readings before ``since`` (epoch seconds) are ignored.
 
     Columns are not checked here (see ``check_columns``): a missing one gives windows without that tag.
     """
@@ -70,6 +100,7 @@ async def training_windows(
     from agent.records import numeric
     from agent.stream.pipeline import Pipeline
 
+    opts = settings or ReplaySettings()
     pipeline = Pipeline(pipe, None)
     index = {tag: i for i, tag in enumerate(pipe.tags)}
     rows: list[np.ndarray] = []
@@ -77,15 +108,26 @@ async def training_windows(
     # The replay plugin, found through the registry like any source: agent/ never imports plugins/.
     spec = registry("source")["replay"]
     replay_cfg = spec.config.model_validate(
-        {"type": "replay", "name": "train", "path": str(data), "tags": [{"name": t} for t in pipe.tags]}
+        {
+            "type": "replay",
+            "name": "train",
+            "path": str(data),
+            "timestamp_column": opts.timestamp_column,
+            "delimiter": opts.delimiter,
+            "tags": [{"name": t, "column": opts.column(t)} for t in pipe.tags],
+        }
     )
     replay, _ = build("source", replay_cfg, "train", Path("."))
     readings_seen = 0
+    period = pipe.window.period if pipe.window.kind == "time" else 1.0
+    max_age = pipe.window.max_age_s
 
     async def emit(readings: Any) -> None:
         nonlocal readings_seen
         windower = pipeline.windower
         for r in readings:
+            if since is not None and r.ts < since:
+                continue
             value = numeric(r)
             windower.add(index[r.tag], r.ts, np.nan if value is None else value, r.ts)
             out.first = r.ts if out.first is None else min(out.first, r.ts)
@@ -96,11 +138,13 @@ async def training_windows(
             batch = pipeline.featurize(windows)
             out.total += len(windows)
             for window, row, reason in zip(windows, batch.x, batch.reasons, strict=True):
-                if reason is None:
+                if reason is not None:
+                    out.skipped[LOW] += 1
+                elif shape.gap_s(window, period) > max_age:
+                    out.skipped[GAP] += 1
+                else:
                     rows.append(row)
                     out.ends.append(window.end)
-                else:
-                    out.skipped["low coverage"] += 1
         if progress is not None:
             progress(readings_seen // len(pipe.tags))
 
@@ -110,21 +154,54 @@ async def training_windows(
     return out
 
 
-def check_columns(pipe: PipelineConfig, data: Path) -> None:
-    """Raise ModelError unless ``data`` is a readable CSV with ``timestamp`` and a column per pipeline tag."""
+def check_columns(pipe: PipelineConfig, data: Path, settings: ReplaySettings | None = None) -> None:
+    """Raise ModelError unless ``data`` is a readable CSV with the timestamp and a column per pipeline tag."""
     import csv
 
+    opts = settings or ReplaySettings()
     try:
         with open(data, encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle), [])
+            header = next(csv.reader(handle, delimiter=opts.delimiter), [])
     except OSError as exc:
         raise ModelError(f"cannot read training data {str(data)!r}: {exc.strerror}") from exc
-    missing = [t for t in ["timestamp", *pipe.tags] if t not in header]
+    wanted = {opts.timestamp_column: "timestamp", **{opts.column(t): t for t in pipe.tags}}
+    missing = [
+        col if col == tag else f"{tag} (column {col!r})" for col, tag in wanted.items() if col not in header
+    ]
     if missing:
         raise ModelError(
             f"{data}: no column for {', '.join(missing)} (columns: {', '.join(header)}); "
             f"record it with `edge-agent record --pipeline {pipe.name}`"
         )
+
+
+def last_timestamp(data: Path, settings: ReplaySettings | None = None) -> float | None:
+    """The latest timestamp in a CSV (for ``train --last``), None when it has no readable one."""
+    import csv
+
+    opts = settings or ReplaySettings()
+    latest: float | None = None
+    with open(data, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter=opts.delimiter):
+            try:
+                ts = _parse_ts(row.get(opts.timestamp_column))
+            except ValueError:
+                continue
+            latest = ts if latest is None else max(latest, ts)
+    return latest
+
+
+def _parse_ts(raw: str | None) -> float:
+    """Epoch seconds, epoch milliseconds or ISO-8601 (UTC when no zone), as the replay source reads them."""
+    from datetime import UTC, datetime
+
+    text = (raw or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    return value / 1000.0 if value > 1e11 else value
 
 
 def _file_hash(path: Path) -> str:
@@ -151,8 +228,14 @@ def train_pipeline(
     out: Path,
     card: Path | None,
     progress: Callable[[int], None] | None = None,
+    settings: ReplaySettings | None = None,
+    last: float | None = None,
 ) -> tuple[Any, TrainingSet]:
     """Replay ``data`` through ``pipe``, fit the model of normal and export it (ONNX, card, PNG).
+
+    ``last`` (seconds) trains on the last that long of the recording only (re-baselining after an
+    operator says the new state is normal). A recording too short for the configured hop is cut with a
+    shorter one (``agent.learn.shape.pick_hop``), recorded in ``TrainingSet.picked_hop``.
 
     Returns:
         ``(agent.learn.fit.FitResult, TrainingSet)``.
@@ -161,8 +244,18 @@ def train_pipeline(
         ModelError: unreadable data, too few windows with enough coverage, or no ``onnx`` package.
     """
     onnx_export.require_onnx()  # fail before a long replay, not after
-    check_columns(pipe, data)
-    found = asyncio.run(training_windows(pipe, data, progress))
+    check_columns(pipe, data, settings)
+    since = None
+    if last is not None:
+        latest = last_timestamp(data, settings)
+        since = latest - last if latest is not None else None
+    found = asyncio.run(training_windows(pipe, data, progress, settings, since))
+    if found.x.shape[0] < MIN_ROWS and found.first is not None and found.last is not None:
+        hop = shape.pick_hop(pipe, found.last - found.first)
+        if hop is not None:
+            pipe = pipe.model_copy(update={"window": pipe.window.model_copy(update={"hop": hop})})
+            found = asyncio.run(training_windows(pipe, data, None, settings, since))
+            found.picked_hop = hop
     if found.x.shape[0] < MIN_ROWS:
         why = ", ".join(f"{n} {k}" for k, n in found.skipped.items()) or "none skipped"
         raise ModelError(
@@ -179,6 +272,7 @@ def train_pipeline(
         data_hash=_file_hash(data),
         card_path=card,
         png_path=card.with_suffix(".png") if card is not None else None,
+        excluded=dict(found.skipped),
     )
     return result, found
 
@@ -226,6 +320,7 @@ def fit_and_export(
     card_path: str | os.PathLike[str] | None = None,
     png_path: str | os.PathLike[str] | None = None,
     options: FitOptions | None = None,
+    excluded: Mapping[str, int] | None = None,
 ) -> FitResult:
     """Fit a model of normal, export it to ONNX and write its card; every file is written atomically.
 
@@ -240,6 +335,7 @@ def fit_and_export(
         png_path: picture to write when matplotlib is installed (skipped silently otherwise; the card
             says how to get it).
         options: fit knobs.
+        excluded: windows left out of fitting, by reason, for the card.
 
     Raises:
         ModelError: the data cannot be trained on, or ``onnx`` is not installed.
@@ -267,6 +363,7 @@ def fit_and_export(
             data_hash=digest,
             model_file=Path(model_path).name,
             png_file=png_ref,
+            excluded=excluded,
         )
         written_card = modelcard.write_text(card_path, text)
     return FitResult(model, scores, model_path, written_card, written_png, digest)
