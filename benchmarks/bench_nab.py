@@ -36,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(os.environ.get("BENCH_ROOT") or Path(__file__).resolve().parent.parent)  # another checkout: before/after
+ROOT = Path(
+    os.environ.get("BENCH_ROOT") or Path(__file__).resolve().parent.parent
+)  # another checkout: before/after
 sys.path.insert(0, str(ROOT))
 
 from agent.config.load import load_config  # noqa: E402

@@ -50,7 +50,8 @@ def test_replay_raises_and_clears_an_explained_alert(tmp_path: Path) -> None:
     # The step enters the window first as spread (std), then as level (mean): either names the tag.
     assert {t["tag"] for t in raised["top"]} == {"bearing_temp"}
     assert raised["top"][0]["z"] > 4
-    assert "bearing_temp." in raised["summary"] and "sigma above normal" in raised["summary"]
+    assert "bearing_temp " in raised["summary"] and "above its normal" in raised["summary"]
+    assert "sigma" not in raised["summary"] and "-0." not in raised["summary"]
     assert raised["model"].startswith("sha256:") and raised["threshold"] == 4.0
     features = [m for m in out if m["kind"] == "features"]
     assert len(features) == 600 // 5 - 2

@@ -23,7 +23,7 @@ The rules, in the order they are applied:
   folds, each scored by a model fitted on the other four), so the limits are the ones new data meets, not
   the optimistic in-sample ones. Its limit is the larger of (a) an exponential tail fitted to the top 10%
   of those values (start: their 90th percentile; scale: median excess / ln 2), read where it leaves
-  ``false_alarm`` (1 in 100 000) of windows above, and (b) their empirical ``quantile`` (99th
+  ``false_alarm`` (1 in 10 000) of windows above, and (b) their empirical ``quantile`` (99th
   percentile), times ``margin`` (1.0). The chi-square-like T² and Q have exponential tails, so (a) is
   the right shape without a Gaussian assumption; the median excess ignores the few most extreme windows
   (a gap, a temperature step), so one or two odd windows cannot move a limit far (issue 18: with
@@ -79,7 +79,7 @@ class FitOptions:
 
     variance: float = 0.95
     max_components: int = 10
-    false_alarm: float = 1e-5
+    false_alarm: float = 1e-4
     quantile: float = 0.99
     margin: float = 1.0
     clear_threshold: float = 0.8

@@ -1,8 +1,8 @@
 """What a recording allows: windows with gaps left out, and a hop short enough for a short recording.
 
-* **Gaps.** A training window in which some tag had no good value for longer than the window's
+* **Gaps.** A training window in which some tag was not read for longer than the window's
   ``max_age`` (the source went silent, a cable was pulled) is not normal operation of the machine, and
-  one such window could set a limit; ``gap_s`` measures the longest such run, and ``train`` leaves those
+  one such window could set a limit; ``has_gap`` finds them, and ``train`` leaves those
   windows out of fitting and limit setting and counts them on the model card.
 * **Hop.** ``train`` needs ``MIN_ROWS`` windows. When the configured hop gives fewer (a 400 s recording
   at 1 Hz cut into 60 s tumbling windows gives 6), ``pick_hop`` finds the longest hop, a whole number of
@@ -14,8 +14,7 @@
 from __future__ import annotations
 
 import math
-
-import numpy as np
+from collections.abc import Sequence
 
 from agent.config.sections import PipelineConfig
 from agent.errors import ModelError
@@ -29,17 +28,9 @@ def _dur(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def gap_s(window: Window, period: float) -> float:
-    """Longest run without a good value of any one tag in ``window``, in seconds (rows x ``period``)."""
-    missing = np.isnan(window.values)
-    if not missing.any():
-        return 0.0
-    longest = 0
-    run = np.zeros(missing.shape[1], dtype=int)
-    for row in missing:
-        run = np.where(row, run + 1, 0)
-        longest = max(longest, int(run.max()))
-    return longest * period
+def has_gap(window: Window, gaps: Sequence[tuple[float, float]]) -> bool:
+    """Whether a gap ``(from, to)`` (a tag unread for longer than ``max_age``) overlaps ``window``."""
+    return any(lo < window.end and hi > window.start for lo, hi in gaps)
 
 
 def windows_for(span: float, length: float, hop: float) -> int:

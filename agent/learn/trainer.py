@@ -119,8 +119,9 @@ async def training_windows(
     )
     replay, _ = build("source", replay_cfg, "train", Path("."))
     readings_seen = 0
-    period = pipe.window.period if pipe.window.kind == "time" else 1.0
     max_age = pipe.window.max_age_s
+    last_read: dict[str, float] = {}
+    gaps: list[tuple[float, float]] = []  # (from, to): a tag unread for longer than max_age
 
     async def emit(readings: Any) -> None:
         nonlocal readings_seen
@@ -128,6 +129,10 @@ async def training_windows(
         for r in readings:
             if since is not None and r.ts < since:
                 continue
+            before = last_read.get(r.tag)
+            if before is not None and r.ts - before > max_age:
+                gaps.append((before, r.ts))
+            last_read[r.tag] = r.ts
             value = numeric(r)
             windower.add(index[r.tag], r.ts, np.nan if value is None else value, r.ts)
             out.first = r.ts if out.first is None else min(out.first, r.ts)
@@ -140,7 +145,7 @@ async def training_windows(
             for window, row, reason in zip(windows, batch.x, batch.reasons, strict=True):
                 if reason is not None:
                     out.skipped[LOW] += 1
-                elif shape.gap_s(window, period) > max_age:
+                elif shape.has_gap(window, gaps):
                     out.skipped[GAP] += 1
                 else:
                     rows.append(row)

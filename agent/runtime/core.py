@@ -32,6 +32,7 @@ from agent.plugin import ComponentStatus, State, build
 from agent.records import Kind, Message, Reading, numeric
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models, route_table
 from agent.runtime.reload import Reloading
+from agent.stream.alerts import tag_units
 from agent.stream.pipeline import Batch, Pipeline
 from agent.supervise import supervise
 
@@ -44,7 +45,10 @@ class Runtime(Reloading):
         self.file = file
         self.clock = clock
         self.log = logs.get("runner")
-        self.pipelines = [Pipeline(p, slot) for p, slot in enabled_pipelines(cfg, load_models(cfg, file))]
+        units, language = tag_units(cfg), cfg.agent.language
+        self.pipelines = [
+            Pipeline(p, slot, units, language) for p, slot in enabled_pipelines(cfg, load_models(cfg, file))
+        ]
         self.routes = route_table(self.pipelines)
         self.bus = Bus(cfg.bus.capacity, cfg.bus.overflow)
         self.started_at = time.time()

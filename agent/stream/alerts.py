@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
-
-import numpy as np
+from typing import Any, Literal
 
 from agent.config.sections import PipelineConfig
+from agent.stream.explain import Language, Normal, explain
+
+__all__ = ["AlertState", "Normal", "Transition", "alert_state", "explain", "headline", "tag_units"]
 
 
 class Transition(enum.StrEnum):
@@ -101,88 +101,21 @@ def alert_state(cfg: PipelineConfig, threshold: float, clear_threshold: float) -
     )
 
 
-OUTSIDE_SIGMA = 2.0  # |z| from which a feature counts as outside its learned normal range
+def headline(
+    language: Language, transition: Transition, pipeline: str, score: float, threshold: float, clear: float
+) -> str:
+    """The first words of an alert's summary, in ``language``."""
+    if language == "ko":
+        if transition is Transition.CLEARED:
+            return f"{pipeline}: 정상 복귀, 이상 점수 {score:.3g} (해제 기준 {clear:.3g} 미만)"
+        state = "이상 지속" if transition is Transition.SUSTAINED else "이상 감지"
+        return f"{pipeline}: {state}, 이상 점수 {score:.3g} (기준 {threshold:.3g})"
+    if transition is Transition.CLEARED:
+        return f"{pipeline}: back to normal, score {score:.3g} (clear below {clear:.3g})"
+    state = "still abnormal" if transition is Transition.SUSTAINED else "anomaly"
+    return f"{pipeline}: {state}, score {score:.3g} (threshold {threshold:.3g})"
 
 
-@dataclass(frozen=True)
-class Normal:
-    """What the model learned as normal per feature (from its metadata); any field may be absent."""
-
-    center: np.ndarray | None = None
-    scale: np.ndarray | None = None
-    low: np.ndarray | None = None
-    high: np.ndarray | None = None
-
-
-def explain(
-    names: Sequence[str],
-    values: np.ndarray,
-    contributions: np.ndarray | None,
-    normal: Normal,
-    top: int,
-) -> tuple[list[dict[str, object]], str]:
-    """The ``top`` features that drive a score, and a one-line summary in plant terms.
-
-    Features are ranked by the model's per-feature contributions, or without them by how far they are
-    from normal (|z|). When the model says what normal is, only features at least ``OUTSIDE_SIGMA``
-    from it are named (all of the top ones if none is).
-    """
-    z = None
-    if normal.center is not None and normal.scale is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = (values - normal.center) / normal.scale
-    if contributions is not None:
-        rank = np.asarray(contributions, dtype=float)
-    elif z is not None:
-        rank = np.abs(z)
-    else:
-        return [], ""
-    order = [int(i) for i in np.argsort(-np.nan_to_num(rank, nan=-np.inf)) if np.isfinite(rank[i])]
-    combination = False
-    if z is not None:
-        # Contributions spread over correlated features; name only those actually outside normal.
-        # When none is, the relation between features broke (e.g. vibration up at the same load):
-        # the largest contributors are then the best explanation, and the summary says so.
-        outside = [i for i in order if np.isfinite(z[i]) and abs(z[i]) >= OUTSIDE_SIGMA]
-        combination = not outside
-        order = outside or order
-    order = order[:top]
-    items: list[dict[str, object]] = []
-    phrases: list[str] = []
-    for i in order:
-        name = names[i]
-        value = _num(values[i])
-        zi = _num(z[i]) if z is not None else None
-        band = None
-        if normal.low is not None and normal.high is not None:
-            band = [_num(normal.low[i]), _num(normal.high[i])]
-        items.append(
-            {
-                "feature": name,
-                "tag": name.rsplit(".", 1)[0],
-                "contribution": _num(rank[i]) if contributions is not None else None,
-                "value": value,
-                "z": zi,
-                "normal": band,
-            }
-        )
-        phrases.append(_phrase(name, value, zi, band))
-    summary = "; ".join(phrases)
-    if combination and phrases:
-        summary = "no single feature outside its normal range, but an unusual combination of: " + summary
-    return items, summary
-
-
-def _phrase(name: str, value: float | None, z: float | None, band: list[float | None] | None) -> str:
-    if z is not None and value is not None:
-        where = "above" if z > 0 else "below"
-        text = f"{name} {abs(z):.1f} sigma {where} normal (value {value:.4g}"
-        if band and band[0] is not None and band[1] is not None:
-            text += f", normal {band[0]:.4g} to {band[1]:.4g}"
-        return text + ")"
-    return f"{name} (value {value:.4g})" if value is not None else f"{name} (no value)"
-
-
-def _num(x: float) -> float | None:
-    x = float(x)
-    return round(x, 6) if np.isfinite(x) else None
+def tag_units(cfg: Any) -> dict[str, str]:
+    """Engineering unit of every configured tag that has one (``[[sources.tags]] unit``)."""
+    return {t.name: t.unit for s in cfg.sources for t in getattr(s, "tags", []) if getattr(t, "unit", None)}

@@ -14,7 +14,8 @@ import numpy as np
 from agent.config.sections import PipelineConfig
 from agent.records import Kind, Message
 from agent.stream import features as feats
-from agent.stream.alerts import AlertState, Normal, Transition, alert_state, explain
+from agent.stream.alerts import AlertState, Normal, Transition, alert_state, explain, headline
+from agent.stream.explain import Language
 from agent.stream.inference import Model, ModelSlot
 from agent.stream.windows import CountWindower, TimeWindower, Window
 
@@ -46,8 +47,16 @@ class Batch:
 class Pipeline:
     """The stream stages of one ``[[pipelines]]`` entry."""
 
-    def __init__(self, cfg: PipelineConfig, slot: ModelSlot | None) -> None:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        slot: ModelSlot | None,
+        units: dict[str, str] | None = None,
+        language: Language = "en",
+    ) -> None:
         self.cfg = cfg
+        self.units = units or {}
+        self.language: Language = language
         self.name = cfg.name
         self.tags = list(cfg.tags)
         self.names = feats.feature_names(cfg.tags, cfg.features)
@@ -147,10 +156,10 @@ class Pipeline:
             self.stats.alerts_raised += 1
         elif transition is Transition.CLEARED:
             self.stats.alerts_cleared += 1
-        top, summary = explain(self.names, x, contrib, model.normal or Normal(), self.cfg.alert.top)
-        head = f"{self.name}: anomaly score {score:.3g} (threshold {self.alert.threshold:.3g})"
-        if transition is Transition.CLEARED:
-            head = f"{self.name}: back to normal, score {score:.3g} (clear below {self.alert.clear_threshold:.3g})"
+        normal = model.normal or Normal()
+        top, summary = explain(self.names, x, contrib, normal, self.cfg.alert.top, self.units, self.language)
+        a = self.alert
+        head = headline(self.language, transition, self.name, score, a.threshold, a.clear_threshold)
         return Message(
             Kind.ALERT,
             self.name,
