@@ -74,6 +74,7 @@ name = "tep"
 tags = {tag_list}
 features = {features}
 {model}
+adapt = {adapt}
 [pipelines.window]
 period = {period}
 length = {length}
@@ -109,6 +110,9 @@ def write_csv(arr: np.ndarray, path: Path) -> Path:
     return path
 
 
+ADAPT = {"on": False}  # --adapt: the pipeline follows slow drift (shown not to learn away fault 13)
+
+
 def write_config(work: Path, data: Path, model: str) -> Path:
     config = work / "edge.toml"
     tags = "\n".join(f'[[sources.tags]]\nname = "{t}"' for t in TAGS)
@@ -121,6 +125,7 @@ def write_config(work: Path, data: Path, model: str) -> Path:
             model=model,
             period=PERIOD,
             length=LENGTH * PERIOD,
+            adapt="true" if ADAPT["on"] else "false",
         )
     )
     return config
@@ -237,12 +242,14 @@ def main() -> None:
         "--faults", default=",".join(str(i) for i in range(22)), help="comma list, 0 = d00_te"
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the textbook PCA table")
+    parser.add_argument("--adapt", action="store_true", help="pipelines follow slow drift (adapt = true)")
     args = parser.parse_args()
+    ADAPT["on"] = args.adapt
     logs.configure("error", "json")
     faults = [int(f) for f in args.faults.split(",")]
     print(
         f"Agent: windows of {LENGTH} samples ({LENGTH * PERIOD / 60:.0f} min) every sample, features "
-        f"{', '.join(FEATURES)} of {len(TAGS)} tags; code from {ROOT}."
+        f"{', '.join(FEATURES)} of {len(TAGS)} tags; adapt {'on' if args.adapt else 'off'}; code from {ROOT}."
     )
     table("edge-agent, trained on d00.dat, replayed through the runtime", agent_rows(args.data, faults))
     if not args.no_reference:

@@ -128,3 +128,22 @@ def test_a_long_alert_is_re_announced_as_sustained() -> None:
     state = AlertState(threshold=1.0, clear_threshold=0.8, rule="cusum", sustained_after=60.0)
     seen = [(t, tr) for t in range(0, 150, 5) if (tr := state.update(3.0, float(t))) is not None]
     assert seen == [(5, Transition.RAISED), (65, Transition.SUSTAINED), (125, Transition.SUSTAINED)]
+
+
+def test_adapt_follows_slow_drift_but_not_a_developing_fault() -> None:
+    from agent.stream.adapt import MAX_SHIFT, Drift
+
+    normal = Normal(center=np.array([45.0]), scale=np.array([1.0]))
+    drift = Drift(normal, hop_s=60.0, time_constant_s=3600.0)
+    for k in range(600):  # +1 sigma over 10 h, scores plainly normal: followed
+        assert drift.learn(np.array([45.0 + k / 600]), 0.2, 1.0, 1.0, alert_open=False)
+    assert drift.offset[0] == pytest.approx(1.0, abs=0.1)
+    before = drift.offset.copy()
+    assert not drift.learn(np.array([49.0]), 0.7, 1.0, 1.0, alert_open=False)  # score rising: not learned
+    assert not drift.learn(np.array([49.0]), 0.1, 1.0, 1.0, alert_open=True)  # alert open
+    assert not drift.learn(np.array([49.0]), 0.1, 1.0, 0.5, alert_open=False)  # poor coverage
+    np.testing.assert_array_equal(drift.offset, before)
+    for _ in range(10_000):  # however patient, normal moves at most MAX_SHIFT sigmas
+        drift.learn(np.array([100.0]), 0.1, 1.0, 1.0, alert_open=False)
+    assert drift.offset[0] == pytest.approx(MAX_SHIFT)
+    np.testing.assert_allclose(drift.apply(np.array([[48.0]])), [[45.0]])

@@ -180,6 +180,16 @@ class PipelineConfig(Model):
     )
     model: Path | None = Field(default=None, description="ONNX model file; none = publish features only.")
     alert: AlertConfig = Field(default_factory=AlertConfig, description="Alert rule.")
+    adapt: bool = Field(
+        default=False,
+        description=(
+            "Let normal follow slow, harmless drift: learn a per-feature offset from plainly normal windows "
+            "(no alert open, full coverage, score under half the threshold), at most 3 robust sigmas."
+        ),
+    )
+    adapt_time: Duration = Field(
+        default=86400.0, gt=0, description="adapt: time constant of the drift followed (default 1 day)."
+    )
 
 
 class HealthConfig(Model):
