@@ -11,7 +11,8 @@ is never evidence of an anomaly, nor of recovery.
   ``ln(1.125) = 0.12`` a window and is raised only if it stays there for 17 windows. Under normal data
   (scores well below ``reference``, the model's limits put 1 window in ~10^5 over 1.0) ``g`` stays at 0;
   the TEP benchmark measures the false-alarm share (``benchmarks/bench_tep.py``).
-* ``consecutive``: raised after ``raise_after`` consecutive windows at or above ``threshold``.
+* ``consecutive``: raised after ``raise_after`` consecutive windows at or above ``threshold`` (also
+  used when a model's threshold is not positive, where a score ratio means nothing).
 
 Both clear after ``clear_after`` consecutive windows below ``clear_threshold`` (lower than
 ``threshold``, so a noisy score near the line does not flap); with ``cusum`` the evidence must also have
@@ -60,15 +61,16 @@ class AlertState:
     def update(self, score: float, ts: float | None = None) -> Transition | None:
         """Account one scored window (ending at event time ``ts``); return the transition it causes."""
         self._accumulate(score)
+        cusum = self.rule == "cusum" and self.threshold > 0  # a ratio needs a positive threshold
         if not self.open:
             self._above = self._above + 1 if score >= self.threshold else 0
-            raised = self.g >= self.evidence if self.rule == "cusum" else self._above >= self.raise_after
+            raised = self.g >= self.evidence if cusum else self._above >= self.raise_after
             if raised:
                 self.open, self._above, self._below, self._announced = True, 0, 0, ts
                 return Transition.RAISED
             return None
         self._below = self._below + 1 if score < self.clear_threshold else 0
-        calm = self.rule != "cusum" or self.g < self.evidence
+        calm = not cusum or self.g < self.evidence
         if self._below >= self.clear_after and calm:
             self.open, self._above, self._below, self.g = False, 0, 0, 0.0
             return Transition.CLEARED
