@@ -15,10 +15,10 @@ from agent.learn.trainer import training_windows
 from agent.stream.inference import ModelSlot, load
 
 pytest.importorskip("skl2onnx")
-from sklearn.ensemble import IsolationForest  # noqa: E402
+from sklearn.ensemble import IsolationForest
 
-from agent.learn.external import from_sklearn  # noqa: E402
-from tests.test_learn import REPLAY_CONFIG, synthetic_csv  # noqa: E402
+from agent.learn.external import from_sklearn
+from tests.test_learn import REPLAY_CONFIG, synthetic_csv
 
 
 def test_an_isolation_forest_meets_the_contract_passes_check_and_is_hot_swapped(
