@@ -74,7 +74,7 @@ name = "tep"
 tags = {tag_list}
 features = {features}
 {model}
-adapt = {adapt}
+{adapt}
 [pipelines.window]
 period = {period}
 length = {length}
@@ -125,7 +125,7 @@ def write_config(work: Path, data: Path, model: str) -> Path:
             model=model,
             period=PERIOD,
             length=LENGTH * PERIOD,
-            adapt="true" if ADAPT["on"] else "false",
+            adapt="adapt = true" if ADAPT["on"] else "",
         )
     )
     return config
