@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.cli import main
 from tests.pump import make_data, make_model, source_and_pipeline
 
@@ -87,3 +89,18 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     assert '"stopping"' in stderr and '"signal"' in stderr and '"stopped"' in stderr
     kinds = [m["kind"] for m in read(tmp_path / "out.jsonl")]
     assert kinds[-1] == "status"  # the stop status was flushed before exit
+
+
+def test_a_long_alert_is_re_announced_as_sustained_and_every_message_fits_the_schema(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    config = setup(tmp_path)
+    config.write_text(config.read_text().replace("top = 2\n", 'top = 2\nsustained_after = "30s"\n'))
+    assert main(["run", "-c", str(config)]) == 0
+    alerts = [m for m in read(tmp_path / "out.jsonl") if m["kind"] == "alert"]
+    states = [a["state"] for a in alerts]
+    assert states[0] == "raised" and states[-1] == "cleared" and states.count("sustained") >= 2
+    sustained = next(a for a in alerts if a["state"] == "sustained")
+    assert "still abnormal" in sustained["summary"] and "bearing_temp" in sustained["summary"]
+    schema = json.loads((Path(__file__).resolve().parents[1] / "agent/schemas/alert.schema.json").read_text())
+    for alert in alerts:
+        jsonschema.validate({k: v for k, v in alert.items() if k != "kind"}, schema)

@@ -347,3 +347,27 @@ def test_record_interrupted_keeps_a_complete_file(tmp_path: Path) -> None:
     assert rows[0] == ["timestamp", *TAGS] and len(rows) > 5
     assert all(len(r) == len(TAGS) + 1 for r in rows)
     assert leftovers(tmp_path) == []
+
+
+def test_train_last_re_baselines_on_the_tail_of_the_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    synthetic_csv(tmp_path / "data.csv", seconds=1200, gap=None)
+    config = tmp_path / "edge.toml"
+    config.write_text(REPLAY_CONFIG.format(model=""))
+    args = [
+        "train",
+        "-c",
+        str(config),
+        "--data",
+        str(tmp_path / "data.csv"),
+        "--out",
+        str(tmp_path / "m.onnx"),
+    ]
+    assert main([*args, "--last", "5m"]) == 0
+    # 300 s of data, 30 s windows every 10 s: 27-28 windows, not the 118 of the whole file.
+    out = capsys.readouterr().out
+    used = int(out.split("windows used")[0].rsplit(" ", 2)[-2])
+    assert 25 <= used <= 29
+    card = (tmp_path / "m.md").read_text()
+    assert "2023-11-14 22:28" in card  # the span starts 5 min before the end (22:33:19), not at 22:13:20
