@@ -11,7 +11,8 @@ from agent.config.base import parse_duration
 from agent.config.sections import PipelineConfig
 from agent.errors import ModelError
 from agent.learn.record import ProgressBar, cmd_record
-from agent.learn.trainer import ReplaySettings, TrainingSet, count_rows, train_pipeline
+from agent.learn.source import ReplaySettings, count_rows
+from agent.learn.trainer import TrainingSet, train_pipeline
 from agent.ops import logs
 
 

@@ -21,6 +21,26 @@ from numpy.typing import NDArray
 from agent.learn.fit import KIND, RobustPCA
 
 
+def _threshold_rule(model: RobustPCA) -> list[str]:
+    opts = model.options
+    return [
+        "## Threshold rule",
+        "",
+        f"`score = max(T² / T²_lim, Q / Q_lim)`. T² measures how unusual a window is *within* the learned "
+        "correlations (everything high together); Q measures how much it *breaks* them (one signal "
+        "moving without the others). Each statistic is scored on the training windows by a model fitted "
+        "without them (5 contiguous folds); its limit is the larger of an exponential tail fitted to the "
+        f"top 10% of those values, read where it leaves {opts.false_alarm:.3g} of windows above, and their "
+        f"{opts.quantile:.0%} quantile, so one or two odd windows cannot move it far. A score >= "
+        f"**{model.threshold:g}** counts as evidence of an anomaly; the alert rule (`[pipelines.alert]`) "
+        f"decides when it is raised; it clears below **{model.clear_threshold:g}**.",
+        "",
+        f"**Expected false alarms:** the fitted tails put {model.expected_false_alarm:.2g} of normal "
+        f"windows (about 1 in {_one_in(model.expected_false_alarm)}) at or above the threshold.",
+        "",
+    ]
+
+
 def _excluded(excluded: Mapping[str, int] | None) -> str:
     if not excluded or not sum(excluded.values()):
         return "none"
@@ -76,20 +96,7 @@ def render_card(
         f"| principal components kept | {model.n_components} ({model.explained:.1%} of the variance) |",
         f"| T² limit / Q limit | {_num(model.t2_limit)} / {_num(model.q_limit)} |",
         "",
-        "## Threshold rule",
-        "",
-        f"`score = max(T² / T²_lim, Q / Q_lim)`. T² measures how unusual a window is *within* the learned "
-        "correlations (everything high together); Q measures how much it *breaks* them (one signal "
-        "moving without the others). Each statistic is scored on the training windows by a model fitted "
-        "without them (5 contiguous folds); its limit is the larger of an exponential tail fitted to the "
-        f"top 10% of those values, read where it leaves {opts.false_alarm:.3g} of windows above, and their "
-        f"{opts.quantile:.0%} quantile, so one or two odd windows cannot move it far. A score >= "
-        f"**{model.threshold:g}** counts as evidence of an anomaly; the alert rule (`[pipelines.alert]`) "
-        f"decides when it is raised; it clears below **{model.clear_threshold:g}**.",
-        "",
-        f"**Expected false alarms:** the fitted tails put {model.expected_false_alarm:.2g} of normal "
-        f"windows (about 1 in {_one_in(model.expected_false_alarm)}) at or above the threshold.",
-        "",
+        *_threshold_rule(model),
         f"On its own training windows the score has median {p50:.3f}, 99th percentile {p99:.3f} and "
         f"maximum {pmax:.3f}; {over:.2%} of them reach the threshold.",
         "",

@@ -25,26 +25,9 @@ from agent.errors import ModelError
 from agent.learn import export as onnx_export
 from agent.learn import modelcard, shape
 from agent.learn.fit import MIN_ROWS, Array, FitOptions, RobustPCA, fit
+from agent.learn.source import ReplaySettings, check_columns, last_timestamp
 
 # --- train -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReplaySettings:
-    """How to read the training file: the config's replay source of that file, when there is one.
-
-    Attributes:
-        timestamp_column: column of the timestamp.
-        columns: tag -> column holding it (a column with spaces maps to a clean tag name).
-        delimiter: CSV field separator.
-    """
-
-    timestamp_column: str = "timestamp"
-    columns: Mapping[str, str] = field(default_factory=dict)
-    delimiter: str = ","
-
-    def column(self, tag: str) -> str:
-        return self.columns.get(tag, tag)
 
 
 @dataclass
@@ -75,11 +58,6 @@ GAP = "gap longer than max_age"
 LOW = "low coverage"
 
 
-def count_rows(path: Path) -> int:
-    with open(path, "rb") as handle:
-        return max(0, sum(1 for _ in handle) - 1)
-
-
 async def training_windows(
     pipe: PipelineConfig,
     data: Path,
@@ -96,7 +74,6 @@ async def training_windows(
 
     Columns are not checked here (see ``check_columns``): a missing one gives windows without that tag.
     """
-    from agent.plugin import build, registry
     from agent.records import numeric
     from agent.stream.pipeline import Pipeline
 
@@ -105,19 +82,7 @@ async def training_windows(
     index = {tag: i for i, tag in enumerate(pipe.tags)}
     rows: list[np.ndarray] = []
     out = TrainingSet(np.empty((0, len(pipeline.names))), pipeline.names, [])
-    # The replay plugin, found through the registry like any source: agent/ never imports plugins/.
-    spec = registry("source")["replay"]
-    replay_cfg = spec.config.model_validate(
-        {
-            "type": "replay",
-            "name": "train",
-            "path": str(data),
-            "timestamp_column": opts.timestamp_column,
-            "delimiter": opts.delimiter,
-            "tags": [{"name": t, "column": opts.column(t)} for t in pipe.tags],
-        }
-    )
-    replay, _ = build("source", replay_cfg, "train", Path("."))
+    replay = _replay(pipe, data, opts)
     readings_seen = 0
     max_age = pipe.window.max_age_s
     last_read: dict[str, float] = {}
@@ -140,16 +105,7 @@ async def training_windows(
         readings_seen += len(readings)
         windows = windower.take()
         if windows:
-            batch = pipeline.featurize(windows)
-            out.total += len(windows)
-            for window, row, reason in zip(windows, batch.x, batch.reasons, strict=True):
-                if reason is not None:
-                    out.skipped[LOW] += 1
-                elif shape.has_gap(window, gaps):
-                    out.skipped[GAP] += 1
-                else:
-                    rows.append(row)
-                    out.ends.append(window.end)
+            _keep(out, rows, windows, pipeline.featurize(windows), gaps)
         if progress is not None:
             progress(readings_seen // len(pipe.tags))
 
@@ -159,54 +115,36 @@ async def training_windows(
     return out
 
 
-def check_columns(pipe: PipelineConfig, data: Path, settings: ReplaySettings | None = None) -> None:
-    """Raise ModelError unless ``data`` is a readable CSV with the timestamp and a column per pipeline tag."""
-    import csv
-
-    opts = settings or ReplaySettings()
-    try:
-        with open(data, encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle, delimiter=opts.delimiter), [])
-    except OSError as exc:
-        raise ModelError(f"cannot read training data {str(data)!r}: {exc.strerror}") from exc
-    wanted = {opts.timestamp_column: "timestamp", **{opts.column(t): t for t in pipe.tags}}
-    missing = [
-        col if col == tag else f"{tag} (column {col!r})" for col, tag in wanted.items() if col not in header
-    ]
-    if missing:
-        raise ModelError(
-            f"{data}: no column for {', '.join(missing)} (columns: {', '.join(header)}); "
-            f"record it with `edge-agent record --pipeline {pipe.name}`"
-        )
+def _keep(out: TrainingSet, rows: list[np.ndarray], windows: list[Any], batch: Any, gaps: list[Any]) -> None:
+    """Keep the windows fit to learn from; count the others by reason."""
+    out.total += len(windows)
+    for window, row, reason in zip(windows, batch.x, batch.reasons, strict=True):
+        if reason is not None:
+            out.skipped[LOW] += 1
+        elif shape.has_gap(window, gaps):
+            out.skipped[GAP] += 1
+        else:
+            rows.append(row)
+            out.ends.append(window.end)
 
 
-def last_timestamp(data: Path, settings: ReplaySettings | None = None) -> float | None:
-    """The latest timestamp in a CSV (for ``train --last``), None when it has no readable one."""
-    import csv
+def _replay(pipe: PipelineConfig, data: Path, opts: ReplaySettings) -> Any:
+    """The replay plugin, found through the registry like any source: agent/ never imports plugins/."""
+    from agent.plugin import build, registry
 
-    opts = settings or ReplaySettings()
-    latest: float | None = None
-    with open(data, encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle, delimiter=opts.delimiter):
-            try:
-                ts = _parse_ts(row.get(opts.timestamp_column))
-            except ValueError:
-                continue
-            latest = ts if latest is None else max(latest, ts)
-    return latest
-
-
-def _parse_ts(raw: str | None) -> float:
-    """Epoch seconds, epoch milliseconds or ISO-8601 (UTC when no zone), as the replay source reads them."""
-    from datetime import UTC, datetime
-
-    text = (raw or "").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
-    return value / 1000.0 if value > 1e11 else value
+    spec = registry("source")["replay"]
+    replay_cfg = spec.config.model_validate(
+        {
+            "type": "replay",
+            "name": "train",
+            "path": str(data),
+            "timestamp_column": opts.timestamp_column,
+            "delimiter": opts.delimiter,
+            "tags": [{"name": t, "column": opts.column(t)} for t in pipe.tags],
+        }
+    )
+    replay, _ = build("source", replay_cfg, "train", Path("."))
+    return replay
 
 
 def _file_hash(path: Path) -> str:
