@@ -40,8 +40,8 @@ def test_explanation_names_top_features_and_how_far_from_normal() -> None:
     assert [t["tag"] for t in top] == ["bearing_temp", "vibration"]
     assert top[0]["z"] == pytest.approx(13.0 / 3.0, abs=1e-6) and top[0]["normal"] == [40.0, 50.0]
     assert summary == (
-        "bearing_temp mean 58.0 °C, above its normal 40.0-50.0 °C by 8.0 °C; "
-        "vibration RMS 2.0 mm/s, above its normal 0.5-1.5 mm/s by 0.5 mm/s"
+        "bearing_temp mean 58 °C, above its normal 40-50 °C by 8 °C; "
+        "vibration RMS 2 mm/s, above its normal 0.5-1.5 mm/s by 0.5 mm/s"
     )
     assert "sigma" not in summary and "z" not in summary.replace("bearing", "")
 
@@ -63,7 +63,7 @@ def test_a_value_inside_its_band_is_never_called_below_normal() -> None:
     names = ["bearing_temp.mean", "flow.slope", "flow.mean"]
     normal = Normal(center=np.array([45.0, 0.0, 10.0]), scale=np.array([1.0, 0.01, 1.0]))
     _, summary = explain(names, np.array([55.0, 0.0, 7.9]), np.array([0.6, 0.3, 0.1]), normal, top=3)
-    assert summary.startswith("bearing_temp mean 55.0, above its normal 42.0-48.0 by 7.0")
+    assert summary.startswith("bearing_temp mean 55, above its normal 42-48 by 7")
     assert "slope" not in summary and "flow" not in summary
 
 
@@ -92,11 +92,11 @@ def test_a_broken_relation_names_the_pair_of_tags() -> None:
     )
     assert [t["feature"] for t in top] == ["vibration.mean", "motor_current.mean"]  # two tags, not one twice
     assert summary == (
-        "unusual combination: vibration mean 1.4 mm/s (normal -3.0 to 3.0 mm/s) with motor_current mean "
-        "-0.1 (normal -3.0 to 3.0) (each inside its normal range, but not together)"
+        "unusual combination: vibration mean 1.4 mm/s (normal -3 to 3 mm/s) with motor_current mean "
+        "-0.1 (normal -3 to 3) (each inside its normal range, but not together)"
     )
     _, ko = explain(names, np.array([1.4, 0.2, -0.1]), contrib, normal, top=3, language="ko")
-    assert ko.startswith("비정상적인 조합: vibration 평균 1.4 (정상 -3.0 ~ 3.0) + motor_current 평균")
+    assert ko.startswith("비정상적인 조합: vibration 평균 1.4 (정상 -3 ~ 3) + motor_current 평균")
 
 
 def test_cusum_raises_a_big_step_in_one_window_and_a_moderate_one_in_three() -> None:

@@ -162,12 +162,11 @@ def _phrase(
 
 
 def _fmt(x: float, unit: str) -> str:
+    """Three significant digits (58.2, 0.0116, 150), whole numbers from 1000 (1,480)."""
     if not np.isfinite(x):
         return "no value"
     text = f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
-    if abs(x) >= 1 and abs(x) < 1000:
-        text = f"{x:.1f}" if abs(x) < 100 else f"{x:.0f}"
-    return f"{text} {unit}".rstrip() if unit else text
+    return f"{text} {unit}" if unit else text
 
 
 def _tag(name: str) -> str:
