@@ -147,3 +147,16 @@ def test_adapt_follows_slow_drift_but_not_a_developing_fault() -> None:
         drift.learn(np.array([100.0]), 0.1, 1.0, 1.0, alert_open=False)
     assert drift.offset[0] == pytest.approx(MAX_SHIFT)
     np.testing.assert_allclose(drift.apply(np.array([[48.0]])), [[45.0]])
+
+
+def test_headlines_in_english_and_korean() -> None:
+    from agent.stream.alerts import headline
+
+    assert (
+        headline("en", Transition.RAISED, "pump", 3.2, 1.0, 0.8) == "pump: anomaly, score 3.2 (threshold 1)"
+    )
+    assert headline("en", Transition.SUSTAINED, "pump", 3.2, 1.0, 0.8).startswith("pump: still abnormal")
+    assert (
+        headline("ko", Transition.RAISED, "pump", 3.2, 1.0, 0.8) == "pump: 이상 감지, 이상 점수 3.2 (기준 1)"
+    )
+    assert headline("ko", Transition.CLEARED, "pump", 0.2, 1.0, 0.8).startswith("pump: 정상 복귀")
