@@ -36,6 +36,7 @@ def security_warnings(cfg: Any) -> list[tuple[str, str]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.plugin import State
     from agent.runtime.core import Runtime, run_until_stopped
 
     cfg = _load(args.config)
@@ -45,7 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("insecure setting", target=name, warning=text)
     runtime = Runtime(cfg, args.config)
     asyncio.run(run_until_stopped(runtime, asyncio.Event()))
-    return 0
+    failed = [name for name, src in runtime.sources.items() if src.ctx.status.state is State.DOWN]
+    return 1 if failed else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@
         ├── TransientError   worth retrying soon (connection refused, timeout, broker gone)
         └── FatalError       retrying soon will not help (bad credentials, untrusted certificate);
                              the supervisor still retries, but at its slowest pace, and says why
+            └── InputUnavailable  a finite input (a replay with at_end = "stop") cannot be read: not
+                             retried; the component ends failed and ``edge-agent run`` exits 1
 
 Plugins translate library exceptions at their boundary with ``raise TransientError(...) from exc``;
 the runner and the supervisor decide what to do. Nothing returns ``None`` for an error.
@@ -64,4 +66,12 @@ class FatalError(PluginError):
 
     The supervisor keeps retrying at its slowest pace so a fix on the other side is picked up
     without restarting the agent, and logs the error with its hint once per episode.
+    """
+
+
+class InputUnavailable(FatalError):
+    """A finite input that cannot be read at all (a replay file with ``at_end = "stop"``).
+
+    Retrying would only repeat the error every 30 s forever; the supervisor ends the component instead,
+    leaving its status DOWN with this error, and ``edge-agent run`` exits 1 once the agent has stopped.
     """

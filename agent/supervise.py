@@ -4,7 +4,8 @@ Each source and sink runs inside ``supervise``: when its coroutine raises, the s
 (at the first failure of an episode), sleeps ``uniform(0, min(cap, base * 2**attempt))`` and runs it
 again; when the component calls ``ctx.mark_up()`` the episode ends with one "recovered" line and the
 backoff resets. ``FatalError`` is retried too, at the cap, because the fix (a password, a trusted
-certificate) usually happens on the other side while the agent keeps running.
+certificate) usually happens on the other side while the agent keeps running. ``InputUnavailable`` (a
+finite input that cannot be read) is not retried: the component ends, DOWN, with the error.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import FatalError, PluginError
+from agent.errors import FatalError, InputUnavailable, PluginError
 from agent.plugin import ComponentStatus, State
 
 
@@ -72,6 +73,11 @@ async def supervise(
         except asyncio.CancelledError:
             status.set(State.STOPPED)
             raise
+        except InputUnavailable as exc:  # a finite input that cannot be read: retrying cannot help
+            status.failures += 1
+            status.set(State.DOWN, describe(exc))
+            log.error("failed, input unavailable", error=describe(exc))
+            return
         except Exception as exc:
             if status.state is State.UP:
                 backoff.reset()  # it worked for a while: start the next episode gently

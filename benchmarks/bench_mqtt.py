@@ -48,7 +48,7 @@ STEP = 200
 def message(n: int) -> Message:
     payload = {
         "pipeline": "press7",
-        "window": {"start": 1_700_000_000.0 + n, "end": 1_700_000_010.0 + n},
+        "window": {"start_ms": 1_700_000_000_000 + 1000 * n, "end_ms": 1_700_000_010_000 + 1000 * n},
         "coverage": 1.0,
         "status": "scored",
         "reason": None,

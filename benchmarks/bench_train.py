@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import sys
@@ -163,10 +164,94 @@ async def bench_servers(repeat: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+TRAIN_CONFIG = """
+[agent]
+id = "bench"
+state_dir = "state"
+[[sources]]
+type = "replay"
+name = "rec"
+path = "data.csv"
+{tags}
+[[pipelines]]
+name = "line"
+tags = {names}
+"""
+
+
+def _child_train(folder: str) -> None:
+    """In a fresh process: `edge-agent train` on folder/data.csv, default pipeline; print seconds."""
+    from agent.cli import main as cli
+
+    started = time.perf_counter()
+    code = cli(
+        ["train", "-c", f"{folder}/edge.toml", "--data", f"{folder}/data.csv", "--out", f"{folder}/m.onnx"]
+    )
+    print(json.dumps({"seconds": time.perf_counter() - started, "code": code}))
+
+
+def _child_bare() -> None:
+    """In a fresh process: import what training needs, fit nothing (the RSS floor)."""
+    import numpy  # noqa: F401
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
+    import pydantic  # noqa: F401
+
+    print(json.dumps({"seconds": 0.0, "code": 0}))
+
+
+def bench_train_recording(minutes: int = 30, tags: int = 8) -> tuple[float, float, float]:
+    """(seconds, peak RSS MiB, bare-import peak RSS MiB) of `edge-agent train` on ``minutes`` of 1 Hz data."""
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    names = [f"t{i}" for i in range(tags)]
+    with tempfile.TemporaryDirectory() as tmp:
+        load = np.sin(np.arange(minutes * 60) / 120.0)
+        data = load[:, None] * rng.normal(1.0, 0.2, tags) + rng.normal(0, 0.1, (minutes * 60, tags))
+        lines = ["timestamp," + ",".join(names)]
+        lines += [f"{1_700_000_000 + t}," + ",".join(f"{v:.5f}" for v in row) for t, row in enumerate(data)]
+        Path(tmp, "data.csv").write_text("\n".join(lines) + "\n")
+        block = "\n".join(f'[[sources.tags]]\nname = "{n}"' for n in names)
+        Path(tmp, "edge.toml").write_text(TRAIN_CONFIG.format(tags=block, names=json.dumps(names)))
+
+        def child(arg: str) -> tuple[float, float]:
+            code = (
+                "import json, resource, sys; sys.path.insert(0, sys.argv[1]); import bench_train as b; "
+                f"b.{arg}; "
+                "print(json.dumps({'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))"
+            )
+            out = (
+                subprocess.run(
+                    [sys.executable, "-c", code, str(Path(__file__).parent)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()
+            )
+            seconds = json.loads(out[-2])["seconds"] if len(out) > 1 else 0.0
+            return seconds, json.loads(out[-1])["rss"] / 1024
+
+        seconds, rss = child(f"_child_train({tmp!r})")
+        _, bare = child("_child_bare()")
+    return seconds, rss, bare
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (CI smoke run)")
+    parser.add_argument("--recording-only", action="store_true", help="only the 30 min x 8 tags training run")
     args = parser.parse_args()
+    seconds, rss, bare_rss = bench_train_recording()
+    print(
+        f"edge-agent train, 30 min of 1 Hz data x 8 tags, default pipeline: {seconds:.2f} s, peak RSS "
+        f"{rss:.0f} MiB (bare import of numpy, onnx, onnxruntime, pydantic: {bare_rss:.0f} MiB; "
+        f"ratio {rss / bare_rss:.2f})"
+    )
+    if args.recording_only:
+        return 0
     repeat = 5 if args.quick else 30
     n, f = (2000, 24) if args.quick else (20000, 48)
     rows: list[tuple[str, float, float, str]] = []

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.cli import main
 from tests.pump import make_data, make_model, source_and_pipeline
 
@@ -50,7 +52,8 @@ def test_replay_raises_and_clears_an_explained_alert(tmp_path: Path) -> None:
     # The step enters the window first as spread (std), then as level (mean): either names the tag.
     assert {t["tag"] for t in raised["top"]} == {"bearing_temp"}
     assert raised["top"][0]["z"] > 4
-    assert "bearing_temp." in raised["summary"] and "sigma above normal" in raised["summary"]
+    assert "bearing_temp " in raised["summary"] and "above its normal" in raised["summary"]
+    assert "sigma" not in raised["summary"] and "-0." not in raised["summary"]
     assert raised["model"].startswith("sha256:") and raised["threshold"] == 4.0
     features = [m for m in out if m["kind"] == "features"]
     assert len(features) == 600 // 5 - 2
@@ -90,3 +93,18 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     statuses = [m for m in read(tmp_path / "out.jsonl") if m["kind"] == "status"]
     assert len(statuses) == 2, statuses  # at start and at stop (status_interval is 1 h)
     assert statuses[1]["uptime_s"] > statuses[0]["uptime_s"]
+
+
+def test_a_long_alert_is_re_announced_as_sustained_and_every_message_fits_the_schema(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    config = setup(tmp_path)
+    config.write_text(config.read_text().replace("top = 2\n", 'top = 2\nsustained_after = "30s"\n'))
+    assert main(["run", "-c", str(config)]) == 0
+    alerts = [m for m in read(tmp_path / "out.jsonl") if m["kind"] == "alert"]
+    states = [a["state"] for a in alerts]
+    assert states[0] == "raised" and states[-1] == "cleared" and states.count("sustained") >= 2
+    sustained = next(a for a in alerts if a["state"] == "sustained")
+    assert "still abnormal" in sustained["summary"] and "bearing_temp" in sustained["summary"]
+    schema = json.loads((Path(__file__).resolve().parents[1] / "agent/schemas/alert.schema.json").read_text())
+    for alert in alerts:
+        jsonschema.validate({k: v for k, v in alert.items() if k != "kind"}, schema)

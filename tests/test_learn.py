@@ -198,7 +198,7 @@ def test_train_sees_the_feature_vectors_the_runtime_scores(tmp_path: Path) -> No
 def test_train_refuses_too_little_data_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    synthetic_csv(tmp_path / "data.csv", seconds=150, gap=None)
+    synthetic_csv(tmp_path / "data.csv", seconds=40, gap=None)
     config = tmp_path / "edge.toml"
     config.write_text(REPLAY_CONFIG.format(model=""))
     args = [
@@ -212,8 +212,68 @@ def test_train_refuses_too_little_data_and_writes_nothing(
     ]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "usable windows" in err and "need at least 20" in err and "record for longer" in err
+    # 39 s of data: 20 windows of 30 s do not fit even a second apart; the message says what does.
+    assert "too short for 20 windows of 30s" in err
+    assert 'set length = "20s" in [pipelines.window]' in err and "record at least 49s" in err
     assert not (tmp_path / "m.onnx").exists() and leftovers(tmp_path) == []
+
+
+def test_train_on_a_short_recording_picks_a_shorter_hop_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18: 150 s cut into 30 s windows every 10 s gave 13 windows, and train refused."""
+    synthetic_csv(tmp_path / "data.csv", seconds=150, gap=None)
+    config = tmp_path / "edge.toml"
+    config.write_text(REPLAY_CONFIG.format(model=""))
+    args = [
+        "train",
+        "-c",
+        str(config),
+        "--data",
+        str(tmp_path / "data.csv"),
+        "--out",
+        str(tmp_path / "m.onnx"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert 'trained with hop = 3s instead; set hop = "3s" in [pipelines.window]' in out
+    assert (tmp_path / "m.onnx").exists()
+
+
+def test_train_with_the_default_window_on_400_seconds_at_1_hz(tmp_path: Path) -> None:
+    """Issue 18: the default (60 s tumbling) refused 400 s of 1 Hz data: "6 usable windows of 6"."""
+    synthetic_csv(tmp_path / "data.csv", seconds=400, gap=None)
+    config = tmp_path / "edge.toml"
+    config.write_text(REPLAY_CONFIG.format(model="").replace('length = "30s"\nhop = "10s"\n', ""))
+    args = [
+        "train",
+        "-c",
+        str(config),
+        "--data",
+        str(tmp_path / "data.csv"),
+        "--out",
+        str(tmp_path / "m.onnx"),
+    ]
+    assert main(args) == 0 and (tmp_path / "m.onnx").exists()
+
+
+def test_windows_with_a_gap_longer_than_max_age_are_left_out_and_counted(tmp_path: Path) -> None:
+    lines = tmp_path / "data.csv"
+    synthetic_csv(lines, seconds=600, gap=None)
+    rows = lines.read_text().splitlines()
+    del rows[200:206]  # the source was silent for 7 s (max_age is 3 s): too short for low coverage
+    lines.write_text("\n".join(rows) + "\n")
+    config = tmp_path / "edge.toml"
+    config.write_text(REPLAY_CONFIG.format(model=""))
+    pipe = load_config(config).pipelines[0]
+    found = asyncio.run(training_windows(pipe, lines))
+    assert found.skipped["gap longer than max_age"] >= 2 and found.skipped["low coverage"] == 0
+    args = ["train", "-c", str(config), "--data", str(lines), "--out", str(tmp_path / "m.onnx")]
+    assert main(args) == 0
+    card = (tmp_path / "m.md").read_text()
+    assert (
+        f"| windows left out | {found.skipped['gap longer than max_age']} (gap longer than max_age)" in card
+    )
 
 
 def test_train_names_missing_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -287,3 +347,27 @@ def test_record_interrupted_keeps_a_complete_file(tmp_path: Path) -> None:
     assert rows[0] == ["timestamp", *TAGS] and len(rows) > 5
     assert all(len(r) == len(TAGS) + 1 for r in rows)
     assert leftovers(tmp_path) == []
+
+
+def test_train_last_re_baselines_on_the_tail_of_the_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    synthetic_csv(tmp_path / "data.csv", seconds=1200, gap=None)
+    config = tmp_path / "edge.toml"
+    config.write_text(REPLAY_CONFIG.format(model=""))
+    args = [
+        "train",
+        "-c",
+        str(config),
+        "--data",
+        str(tmp_path / "data.csv"),
+        "--out",
+        str(tmp_path / "m.onnx"),
+    ]
+    assert main([*args, "--last", "5m"]) == 0
+    # 300 s of data, 30 s windows every 10 s: 27-28 windows, not the 118 of the whole file.
+    out = capsys.readouterr().out
+    used = int(out.split("windows used")[0].rsplit(" ", 2)[-2])
+    assert 25 <= used <= 29
+    card = (tmp_path / "m.md").read_text()
+    assert "2023-11-14 22:28" in card  # the span starts 5 min before the end (22:33:19), not at 22:13:20

@@ -78,7 +78,11 @@ class WindowConfig(Model):
     kind: Literal["time", "count"] = Field(default="time", description="Time windows or count windows.")
     length: Duration = Field(default=60.0, gt=0, description="time: window length.")
     hop: Duration | None = Field(
-        default=None, description="time: a window every hop; default = length (tumbling)."
+        default=None,
+        description=(
+            "time: a window every hop (hop = length: tumbling). Default: length / 12 in whole periods, "
+            "at least one period (5 s for 60 s windows at 1 s), so a step is raised within ~15 s."
+        ),
     )
     period: Duration = Field(default=1.0, gt=0, description="time: grid period on which tags are aligned.")
     size: int = Field(
@@ -97,7 +101,7 @@ class WindowConfig(Model):
     @model_validator(mode="after")
     def _check(self) -> WindowConfig:
         if self.kind == "time":
-            hop = self.hop if self.hop is not None else self.length
+            hop = self.hop_s
             if hop > self.length:
                 raise ValueError(
                     f"hop ({hop:g}s) is longer than length ({self.length:g}s): windows would skip data; "
@@ -111,7 +115,9 @@ class WindowConfig(Model):
 
     @property
     def hop_s(self) -> float:
-        return self.hop if self.hop is not None else self.length
+        if self.hop is not None:
+            return self.hop
+        return min(self.length, max(self.period, round(self.length / 12 / self.period) * self.period))
 
     @property
     def max_age_s(self) -> float:
@@ -127,9 +133,33 @@ class AlertConfig(Model):
     clear_threshold: float | None = Field(
         default=None, description="Clear below this score. Default: the model's, else 0.8 x threshold."
     )
-    raise_after: int = Field(default=3, ge=1, description="Consecutive windows above threshold to raise.")
+    rule: Literal["cusum", "consecutive"] = Field(
+        default="cusum",
+        description=(
+            "cusum: raise when the summed log excess of the score over reference x threshold reaches "
+            "evidence (fast on a big step, patient near the line); consecutive: raise_after windows in a row."
+        ),
+    )
+    reference: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="cusum: scores above reference x threshold add evidence, scores below take it away.",
+    )
+    evidence: float = Field(
+        default=2.0,
+        gt=0,
+        description="cusum: evidence (natural log units) that raises; 2.0 = 3 windows at 2x threshold.",
+    )
+    raise_after: int = Field(
+        default=3, ge=1, description="consecutive: windows in a row at or above threshold to raise."
+    )
     clear_after: int = Field(
         default=3, ge=1, description="Consecutive windows below clear_threshold to clear."
+    )
+    sustained_after: Duration | None = Field(
+        default=3600.0,
+        description="An alert open this long is re-announced as sustained, and again every as long. None: never.",
     )
     top: int = Field(default=3, ge=0, le=50, description="How many contributing features an alert names.")
 
@@ -158,6 +188,16 @@ class PipelineConfig(Model):
     )
     model: Path | None = Field(default=None, description="ONNX model file; none = publish features only.")
     alert: AlertConfig = Field(default_factory=AlertConfig, description="Alert rule.")
+    adapt: bool = Field(
+        default=False,
+        description=(
+            "Let normal follow slow, harmless drift: learn a per-feature offset from plainly normal windows "
+            "(no alert open, full coverage, score under half the threshold), at most 3 robust sigmas."
+        ),
+    )
+    adapt_time: Duration = Field(
+        default=86400.0, gt=0, description="adapt: time constant of the drift followed (default 1 day)."
+    )
 
 
 class HealthConfig(Model):

@@ -13,7 +13,8 @@ from agent.errors import ModelError
 from agent.learn.extras import install_hint
 from agent.learn.progress import ProgressBar
 from agent.learn.record import cmd_record
-from agent.learn.trainer import TrainingSet, count_rows, train_pipeline
+from agent.learn.source import ReplaySettings, count_rows
+from agent.learn.trainer import TrainingSet, train_pipeline
 from agent.ops import logs
 
 
@@ -30,7 +31,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = ProgressBar("replaying", total)
     try:
         result, found = train_pipeline(
-            pipe, data, out, card, lambda rows: bar.update(rows, f"{rows}/{total} rows")
+            pipe,
+            data,
+            out,
+            card,
+            lambda rows: bar.update(rows, f"{rows}/{total} rows"),
+            replay_settings(cfg, data),
+            args.last,
         )
     except ModelError as exc:
         bar.close()
@@ -41,18 +48,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def replay_settings(cfg: Any, data: Path) -> ReplaySettings | None:
+    """How the config's replay source of ``data`` reads it (timestamp column, columns, delimiter), if any."""
+    for source in cfg.sources:
+        if getattr(source, "type", None) == "replay" and Path(source.path).resolve() == data.resolve():
+            return ReplaySettings(
+                timestamp_column=source.timestamp_column,
+                columns={t.name: t.column for t in source.tags if t.column},
+                delimiter=getattr(source, "delimiter", ","),
+            )
+    return None
+
+
 def summary(pipe: PipelineConfig, result: Any, found: TrainingSet) -> str:
     """What ``train`` prints: windows used, the model, its threshold and the files written."""
     model = result.model
-    skipped = sum(found.skipped.values())
+    skipped = ", ".join(f"{n} {why}" for why, n in found.skipped.items() if n)
     lines = [
         f"trained pipeline {pipe.name!r}: {model.n_train} windows used"
-        + (f" ({skipped} of {found.total} left out for low coverage)" if skipped else ""),
+        + (f" (of {found.total}; left out: {skipped})" if skipped else ""),
         f"  {len(model.names)} features, {model.n_components} components explaining {model.explained:.0%}",
         f"  threshold {model.threshold:g} (clears below {model.clear_threshold:g}); "
         f"{result.alert_fraction:.1%} of training windows reach it",
+        f"  expected false alarms: {model.expected_false_alarm:.2g} of normal windows",
         f"  model:   {result.model_path}",
     ]
+    if found.picked_hop is not None:
+        lines.insert(
+            1,
+            f"  the recording is short for hop = {pipe.window.hop_s:g}s: trained with hop = "
+            f'{found.picked_hop:g}s instead; set hop = "{found.picked_hop:g}s" in [pipelines.window] '
+            "to score at that rate",
+        )
     if result.card_path is not None:
         lines.append(f"  card:    {result.card_path}")
         lines.append(
@@ -94,4 +121,10 @@ def add_commands(sub: Any) -> None:
     train.add_argument("--data", required=True, help="CSV written by `edge-agent record`")
     train.add_argument("--out", required=True, help="ONNX model to write")
     train.add_argument("--card", help="model card to write (default: the model path with .md)")
+    train.add_argument(
+        "--last",
+        type=parse_duration,
+        help="train on the last DURATION of the recording only (e.g. 6h): re-baseline once an operator "
+        "says the machine's new state is normal",
+    )
     train.set_defaults(func=cmd_train)

@@ -89,9 +89,11 @@ def metadata_props(
         "q_limit": repr(model.q_limit),
         "n_train": str(model.n_train),
         "threshold_rule": (
-            f"score = max(T2/T2_lim, Q/Q_lim); each limit = {model.options.margin} x the "
-            f"{model.options.quantile:.3g} quantile of the statistic on out-of-fold training windows"
+            "score = max(T2/T2_lim, Q/Q_lim); each limit = the larger of an exponential tail fitted "
+            f"to the out-of-fold statistic read at {model.options.false_alarm:.3g} and its "
+            f"{model.options.quantile:.3g} quantile"
         ),
+        "expected_false_alarm": repr(model.expected_false_alarm),
     }
     return {PREFIX + key: value for key, value in props.items()}
 

@@ -19,13 +19,18 @@ The rules, in the order they are applied:
 * **Statistics.** T² = sum over kept components of ``t_j² / λ_j`` (unusual *within* the learned
   correlations: everything hot together); Q = squared residual off the component plane (the learned
   correlations are *broken*: flow fell while speed held).
-* **Limits and the score.** Each statistic's limit is ``margin`` (1.25) times its ``quantile`` (99.5th
-  percentile) on training windows scored *out of fold* (5 contiguous folds, each scored by a model fitted
-  on the other four), so the limits are the ones new data meets, not the optimistic in-sample ones, and
-  need no Gaussian assumption. ``score = max(T² / T²_lim, Q / Q_lim)``: the alert threshold is exactly
-  1.0 ("one of the two statistics is 25% beyond what normal reached 199 times in 200"), and it clears
-  below ``clear_threshold`` (0.8). Max rather than a sum keeps the meaning of 1.0 plain and lets either
-  kind of anomaly alert alone.
+* **Limits and the score.** Each statistic is scored on the training windows *out of fold* (5 contiguous
+  folds, each scored by a model fitted on the other four), so the limits are the ones new data meets, not
+  the optimistic in-sample ones. Its limit is the larger of (a) an exponential tail fitted to the top 10%
+  of those values (start: their 90th percentile; scale: median excess / ln 2), read where it leaves
+  ``false_alarm`` (1 in 10 000) of windows above, and (b) their empirical ``quantile`` (99th
+  percentile), times ``margin`` (1.0). The chi-square-like T² and Q have exponential tails, so (a) is
+  the right shape without a Gaussian assumption; the median excess ignores the few most extreme windows
+  (a gap, a temperature step), so one or two odd windows cannot move a limit far (issue 18: with
+  ``1.25 x`` a top quantile of ~36 windows, one window took the T² limit from ~50 to >1000).
+  ``score = max(T² / T²_lim, Q / Q_lim)``: the alert threshold is exactly 1.0 and an alert clears below
+  ``clear_threshold`` (0.8). Max rather than a sum keeps the meaning of 1.0 plain and lets either kind
+  of anomaly alert alone. The model card shows the false-alarm share the fitted tails expect at 1.0.
 * **Contributions.** T² splits exactly into non-negative per-feature parts ``((P Λ^-½ Pᵀ) z)_f²``, Q into
   ``r_f²``. Each is divided by its limit, summed, and normalised to shares summing to 1 per row, so an
   alert names the features that carry the anomaly.
@@ -36,6 +41,7 @@ The rules, in the order they are applied:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -52,6 +58,7 @@ STAT_FLOOR = 1e-3  # in sigma², so float32 rounding of a zero residual can neve
 WINSOR_SIGMAS = 6.0
 MIN_ROWS = 20
 FOLDS = 5
+TAIL_SHARE = 0.1  # the tail of out-of-fold statistics fitted for the limit
 
 Array = NDArray[np.float64]
 
@@ -63,16 +70,18 @@ class FitOptions:
     Attributes:
         variance: fraction of the variance the kept components must explain.
         max_components: cap on kept components.
-        quantile: training quantile of each statistic its limit starts from.
-        margin: factor on that quantile; the limit is ``margin * quantile``.
+        false_alarm: share of normal windows the fitted tail of each statistic leaves above its limit.
+        quantile: empirical out-of-fold quantile a limit is never below.
+        margin: factor on both; 1.0 applies the rule as fitted.
         clear_threshold: an alert clears once the score falls below this (hysteresis under 1.0).
         normal_sigmas: half-width of the normal band in robust sigmas.
     """
 
     variance: float = 0.95
     max_components: int = 10
-    quantile: float = 0.995
-    margin: float = 1.25
+    false_alarm: float = 1e-4
+    quantile: float = 0.99
+    margin: float = 1.0
     clear_threshold: float = 0.8
     normal_sigmas: float = 3.0
 
@@ -90,6 +99,7 @@ class RobustPCA:
         normal_low, normal_high: per-feature normal band.
         explained: fraction of the variance the kept components explain.
         n_train: training rows.
+        expected_false_alarm: share of normal windows the fitted tails put at or above 1.0 (T² or Q).
     """
 
     names: tuple[str, ...]
@@ -106,6 +116,7 @@ class RobustPCA:
     explained: float
     n_train: int
     options: FitOptions = field(default_factory=FitOptions)
+    expected_false_alarm: float = 0.0
 
     @property
     def n_components(self) -> int:
@@ -185,8 +196,8 @@ def fit(
     components, eigvals, explained = _principal(z, opts, None)
     k = components.shape[1]
     t2_oof, q_oof = _out_of_fold(z, opts, k)
-    t2_limit = max(opts.margin * float(np.quantile(t2_oof, opts.quantile)), STAT_FLOOR)
-    q_limit = max(opts.margin * float(np.quantile(q_oof, opts.quantile)), STAT_FLOOR)
+    t2_limit = robust_limit(t2_oof, opts)
+    q_limit = robust_limit(q_oof, opts)
     return RobustPCA(
         names=names,
         center=center,
@@ -202,7 +213,30 @@ def fit(
         explained=explained,
         n_train=int(x.shape[0]),
         options=opts,
+        expected_false_alarm=min(1.0, tail_exceedance(t2_oof, t2_limit) + tail_exceedance(q_oof, q_limit)),
     )
+
+
+def robust_limit(oof: Array, opts: FitOptions) -> float:
+    """Limit of one statistic from its out-of-fold values; see "Limits" in the module docstring."""
+    u, beta = _tail(oof)
+    tail = u + beta * math.log(TAIL_SHARE / opts.false_alarm)
+    empirical = float(np.quantile(oof, opts.quantile))
+    return max(opts.margin * max(tail, empirical), STAT_FLOOR)
+
+
+def tail_exceedance(oof: Array, limit: float) -> float:
+    """Share of windows the exponential tail fitted to ``oof`` puts above ``limit``."""
+    u, beta = _tail(oof)
+    return TAIL_SHARE * math.exp(-max(limit - u, 0.0) / beta)
+
+
+def _tail(oof: Array) -> tuple[float, float]:
+    """Exponential tail over the top ``TAIL_SHARE``: its start and its robust scale (median excess / ln 2)."""
+    u = float(np.quantile(oof, 1.0 - TAIL_SHARE))
+    excess = oof[oof > u] - u
+    beta = float(np.median(excess)) / math.log(2.0) if excess.size else 0.0
+    return u, max(beta, STAT_FLOOR)
 
 
 def _as_matrix(x: NDArray[np.floating], n_features: int) -> Array:

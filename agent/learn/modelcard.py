@@ -22,6 +22,36 @@ from agent.learn.extras import install_hint
 from agent.learn.fit import KIND, RobustPCA
 
 
+def _threshold_rule(model: RobustPCA) -> list[str]:
+    opts = model.options
+    return [
+        "## Threshold rule",
+        "",
+        f"`score = max(T² / T²_lim, Q / Q_lim)`. T² measures how unusual a window is *within* the learned "
+        "correlations (everything high together); Q measures how much it *breaks* them (one signal "
+        "moving without the others). Each statistic is scored on the training windows by a model fitted "
+        "without them (5 contiguous folds); its limit is the larger of an exponential tail fitted to the "
+        f"top 10% of those values, read where it leaves {opts.false_alarm:.3g} of windows above, and their "
+        f"{opts.quantile:.0%} quantile, so one or two odd windows cannot move it far. A score >= "
+        f"**{model.threshold:g}** counts as evidence of an anomaly; the alert rule (`[pipelines.alert]`) "
+        f"decides when it is raised; it clears below **{model.clear_threshold:g}**.",
+        "",
+        f"**Expected false alarms:** the fitted tails put {model.expected_false_alarm:.2g} of normal "
+        f"windows (about 1 in {_one_in(model.expected_false_alarm)}) at or above the threshold.",
+        "",
+    ]
+
+
+def _excluded(excluded: Mapping[str, int] | None) -> str:
+    if not excluded or not sum(excluded.values()):
+        return "none"
+    return ", ".join(f"{n} ({why})" for why, n in excluded.items() if n)
+
+
+def _one_in(rate: float) -> str:
+    return f"{1 / rate:,.0f}" if rate > 0 else "never"
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -40,8 +70,12 @@ def render_card(
     data_hash: str = "",
     model_file: str | None = None,
     png_file: str | None = None,
+    excluded: Mapping[str, int] | None = None,
 ) -> str:
-    """Markdown describing ``model``; ``train_scores`` are its scores on the training windows."""
+    """Markdown describing ``model``; ``train_scores`` are its scores on the training windows.
+
+    ``excluded`` counts the windows left out of fitting and limit setting, by reason.
+    """
     opts = model.options
     scores = np.asarray(train_scores, dtype=np.float64)
     over = float(np.mean(scores >= model.threshold)) if scores.size else 0.0
@@ -55,6 +89,7 @@ def render_card(
         "| item | value |",
         "|---|---|",
         f"| training windows | {model.n_train} |",
+        f"| windows left out | {_excluded(excluded)} |",
         f"| training span | {f'{_when(span[0])} to {_when(span[1])}' if span else 'not recorded'} |",
         f"| data hash (sha256) | `{data_hash or 'not recorded'}` |",
         f"| window | `{dict(window or {})}` |",
@@ -62,15 +97,7 @@ def render_card(
         f"| principal components kept | {model.n_components} ({model.explained:.1%} of the variance) |",
         f"| T² limit / Q limit | {_num(model.t2_limit)} / {_num(model.q_limit)} |",
         "",
-        "## Threshold rule",
-        "",
-        f"`score = max(T² / T²_lim, Q / Q_lim)`. T² measures how unusual a window is *within* the learned "
-        "correlations (everything high together); Q measures how much it *breaks* them (one signal "
-        f"moving without the others). Each limit is {opts.margin} x the {opts.quantile:.1%} quantile of "
-        "that statistic over the training windows, each window scored by a model fitted without it "
-        "(5 contiguous folds). An alert is raised at score >= "
-        f"**{model.threshold:g}** and cleared below **{model.clear_threshold:g}**.",
-        "",
+        *_threshold_rule(model),
         f"On its own training windows the score has median {p50:.3f}, 99th percentile {p99:.3f} and "
         f"maximum {pmax:.3f}; {over:.2%} of them reach the threshold.",
         "",

@@ -23,8 +23,9 @@ from numpy.typing import NDArray
 from agent.config.sections import PipelineConfig
 from agent.errors import ModelError
 from agent.learn import export as onnx_export
-from agent.learn import modelcard
+from agent.learn import modelcard, shape
 from agent.learn.fit import MIN_ROWS, Array, FitOptions, RobustPCA, fit
+from agent.learn.source import ReplaySettings, check_columns, last_timestamp
 
 # --- train -----------------------------------------------------------------------------------------------
 
@@ -34,12 +35,13 @@ class TrainingSet:
     """Feature rows of the windows a recording yields, through the pipeline's own windower.
 
     Attributes:
-        x: ``windows x features`` of the windows with enough coverage.
+        x: ``windows x features`` of the windows kept for fitting.
         names: feature names, the runtime's order.
         ends: end time of each kept window.
         total: windows closed, kept or not.
         skipped: why windows were left out, counted.
         first, last: first and last reading timestamps.
+        picked_hop: the hop ``train`` chose for a short recording (None: the configured one).
     """
 
     x: np.ndarray
@@ -49,55 +51,58 @@ class TrainingSet:
     skipped: Counter[str] = field(default_factory=Counter)
     first: float | None = None
     last: float | None = None
+    picked_hop: float | None = None
 
 
-def count_rows(path: Path) -> int:
-    with open(path, "rb") as handle:
-        return max(0, sum(1 for _ in handle) - 1)
+GAP = "gap longer than max_age"
+LOW = "low coverage"
 
 
 async def training_windows(
-    pipe: PipelineConfig, data: Path, progress: Callable[[int], None] | None = None
+    pipe: PipelineConfig,
+    data: Path,
+    progress: Callable[[int], None] | None = None,
+    settings: ReplaySettings | None = None,
+    since: float | None = None,
 ) -> TrainingSet:
-    """Replay ``data`` (a CSV with ``timestamp`` and one column per pipeline tag) through ``pipe``.
+    """Replay ``data`` (a CSV with a timestamp and one column per pipeline tag) through ``pipe``.
 
     The CSV is read by the replay source and windowed and featurised by ``agent.stream.pipeline.Pipeline``, the
-    objects ``edge-agent run`` uses, so the rows are the feature vectors the runtime will score.
+    objects ``edge-agent run`` uses, so the rows are the feature vectors the runtime will score. Windows
+    with too little coverage, or with a gap longer than ``max_age`` (``agent.learn.shape``), are counted
+    in ``skipped`` and left out. Readings before ``since`` (epoch seconds) are ignored.
 
     Columns are not checked here (see ``check_columns``): a missing one gives windows without that tag.
     """
-    from agent.plugin import build, registry
     from agent.stream.pipeline import Pipeline
 
+    opts = settings or ReplaySettings()
     pipeline = Pipeline(pipe, None)
     rows: list[np.ndarray] = []
     out = TrainingSet(np.empty((0, len(pipeline.names))), pipeline.names, [])
-    # The replay plugin, found through the registry like any source: agent/ never imports plugins/.
-    spec = registry("source")["replay"]
-    replay_cfg = spec.config.model_validate(
-        {"type": "replay", "name": "train", "path": str(data), "tags": [{"name": t} for t in pipe.tags]}
-    )
-    replay, _ = build("source", replay_cfg, "train", Path("."))
+    replay = _replay(pipe, data, opts)
     readings_seen = 0
+    max_age = pipe.window.max_age_s
+    last_read: dict[str, float] = {}
+    gaps: list[tuple[float, float]] = []  # (from, to): a tag unread for longer than max_age
 
     async def emit(readings: Any) -> None:
         nonlocal readings_seen
-        pipeline.ingest(readings)  # the runtime's path, with each reading's own time as its arrival
-        if readings:
-            first, last = min(r.ts for r in readings), max(r.ts for r in readings)
+        kept = [r for r in readings if since is None or r.ts >= since]
+        for r in kept:
+            before = last_read.get(r.tag)
+            if before is not None and r.ts - before > max_age:
+                gaps.append((before, r.ts))
+            last_read[r.tag] = r.ts
+        pipeline.ingest(kept)  # the runtime's path, with each reading's own time as its arrival
+        if kept:
+            first, last = min(r.ts for r in kept), max(r.ts for r in kept)
             out.first = first if out.first is None else min(out.first, first)
             out.last = last if out.last is None else max(out.last, last)
         readings_seen += len(readings)
         windows = pipeline.windower.take()
         if windows:
-            batch = pipeline.featurize(windows)
-            out.total += len(windows)
-            for window, row, reason in zip(windows, batch.x, batch.reasons, strict=True):
-                if reason is None:
-                    rows.append(row)
-                    out.ends.append(window.end)
-                else:
-                    out.skipped["low coverage"] += 1
+            _keep(out, rows, windows, pipeline.featurize(windows), gaps)
         if progress is not None:
             progress(readings_seen // len(pipe.tags))
 
@@ -107,21 +112,36 @@ async def training_windows(
     return out
 
 
-def check_columns(pipe: PipelineConfig, data: Path) -> None:
-    """Raise ModelError unless ``data`` is a readable CSV with ``timestamp`` and a column per pipeline tag."""
-    import csv
+def _keep(out: TrainingSet, rows: list[np.ndarray], windows: list[Any], batch: Any, gaps: list[Any]) -> None:
+    """Keep the windows fit to learn from; count the others by reason."""
+    out.total += len(windows)
+    for window, row, reason in zip(windows, batch.x, batch.reasons, strict=True):
+        if reason is not None:
+            out.skipped[LOW] += 1
+        elif shape.has_gap(window, gaps):
+            out.skipped[GAP] += 1
+        else:
+            rows.append(row)
+            out.ends.append(window.end)
 
-    try:
-        with open(data, encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle), [])
-    except OSError as exc:
-        raise ModelError(f"cannot read training data {str(data)!r}: {exc.strerror}") from exc
-    missing = [t for t in ["timestamp", *pipe.tags] if t not in header]
-    if missing:
-        raise ModelError(
-            f"{data}: no column for {', '.join(missing)} (columns: {', '.join(header)}); "
-            f"record it with `edge-agent record --pipeline {pipe.name}`"
-        )
+
+def _replay(pipe: PipelineConfig, data: Path, opts: ReplaySettings) -> Any:
+    """The replay plugin, found through the registry like any source: agent/ never imports plugins/."""
+    from agent.plugin import build, registry
+
+    spec = registry("source")["replay"]
+    replay_cfg = spec.config.model_validate(
+        {
+            "type": "replay",
+            "name": "train",
+            "path": str(data),
+            "timestamp_column": opts.timestamp_column,
+            "delimiter": opts.delimiter,
+            "tags": [{"name": t, "column": opts.column(t)} for t in pipe.tags],
+        }
+    )
+    replay, _ = build("source", replay_cfg, "train", Path("."))
+    return replay
 
 
 def _file_hash(path: Path) -> str:
@@ -148,8 +168,14 @@ def train_pipeline(
     out: Path,
     card: Path | None,
     progress: Callable[[int], None] | None = None,
+    settings: ReplaySettings | None = None,
+    last: float | None = None,
 ) -> tuple[Any, TrainingSet]:
     """Replay ``data`` through ``pipe``, fit the model of normal and export it (ONNX, card, PNG).
+
+    ``last`` (seconds) trains on the last that long of the recording only (re-baselining after an
+    operator says the new state is normal). A recording too short for the configured hop is cut with a
+    shorter one (``agent.learn.shape.pick_hop``), recorded in ``TrainingSet.picked_hop``.
 
     Returns:
         ``(agent.learn.fit.FitResult, TrainingSet)``.
@@ -158,8 +184,18 @@ def train_pipeline(
         ModelError: unreadable data, too few windows with enough coverage, or no ``onnx`` package.
     """
     onnx_export.require_onnx()  # fail before a long replay, not after
-    check_columns(pipe, data)
-    found = asyncio.run(training_windows(pipe, data, progress))
+    check_columns(pipe, data, settings)
+    since = None
+    if last is not None:
+        latest = last_timestamp(data, settings)
+        since = latest - last if latest is not None else None
+    found = asyncio.run(training_windows(pipe, data, progress, settings, since))
+    if found.x.shape[0] < MIN_ROWS and found.first is not None and found.last is not None:
+        hop = shape.pick_hop(pipe, found.last - found.first)
+        if hop is not None:
+            pipe = pipe.model_copy(update={"window": pipe.window.model_copy(update={"hop": hop})})
+            found = asyncio.run(training_windows(pipe, data, None, settings, since))
+            found.picked_hop = hop
     if found.x.shape[0] < MIN_ROWS:
         why = ", ".join(f"{n} {k}" for k, n in found.skipped.items()) or "none skipped"
         raise ModelError(
@@ -176,6 +212,7 @@ def train_pipeline(
         data_hash=_file_hash(data),
         card_path=card,
         png_path=card.with_suffix(".png") if card is not None else None,
+        excluded=dict(found.skipped),
     )
     return result, found
 
@@ -223,6 +260,7 @@ def fit_and_export(
     card_path: str | os.PathLike[str] | None = None,
     png_path: str | os.PathLike[str] | None = None,
     options: FitOptions | None = None,
+    excluded: Mapping[str, int] | None = None,
 ) -> FitResult:
     """Fit a model of normal, export it to ONNX and write its card; every file is written atomically.
 
@@ -237,6 +275,7 @@ def fit_and_export(
         png_path: picture to write when matplotlib is installed (skipped silently otherwise; the card
             says how to get it).
         options: fit knobs.
+        excluded: windows left out of fitting, by reason, for the card.
 
     Raises:
         ModelError: the data cannot be trained on, or ``onnx`` is not installed.
@@ -264,6 +303,7 @@ def fit_and_export(
             data_hash=digest,
             model_file=Path(model_path).name,
             png_file=png_ref,
+            excluded=excluded,
         )
         written_card = modelcard.write_text(card_path, text)
     return FitResult(model, scores, model_path, written_card, written_png, digest)

@@ -68,7 +68,8 @@ class StatusFeed:
                 if series is None:
                     series = self.series[p["pipeline"]] = deque(maxlen=self._points)
                 skipped = int(p["status"] == "skipped")
-                series.append((float(p["window"]["end"]), p["score"], float(p["coverage"]), skipped))
+                end = p["window"]["end_ms"] / 1000  # series and `since` stay in epoch seconds
+                series.append((end, p["score"], float(p["coverage"]), skipped))
             elif m.kind is Kind.ALERT:
                 self.alerts.appendleft({**m.payload, "received_at": self.clock()})
 

@@ -31,6 +31,7 @@ from agent.records import Reading
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models
 from agent.runtime.reload import Reloading
 from agent.runtime.streaming import Streaming
+from agent.stream.alerts import tag_units
 from agent.stream.eventtime import EventTimeGuard
 from agent.stream.pipeline import Pipeline, Router
 from agent.supervise import supervise
@@ -44,7 +45,10 @@ class Runtime(Streaming, Reloading):
         self.file = file
         self.clock = clock
         self.log = logs.get("runner")
-        self.pipelines = [Pipeline(p, slot) for p, slot in enabled_pipelines(cfg, load_models(cfg, file))]
+        units, language = tag_units(cfg), cfg.agent.language
+        self.pipelines = [
+            Pipeline(p, slot, units, language) for p, slot in enabled_pipelines(cfg, load_models(cfg, file))
+        ]
         self.router = Router(self.pipelines)
         self.last_good = self.router.last_good  # tag -> wall time its last good value arrived
         self.bus = Bus(cfg.bus.capacity, cfg.bus.overflow)

@@ -30,6 +30,7 @@ from agent.errors import ConfigError
 from agent.ops import logs
 from agent.ops.observe import Observer
 from agent.runtime.parts import SinkRun, SourceRun, cancel, load_models
+from agent.stream.alerts import tag_units
 from agent.stream.inference import ModelSlot
 from agent.stream.pipeline import Pipeline, Router
 
@@ -211,6 +212,6 @@ class Reloading:
                 pipelines.append(kept[cfg.name])
                 continue
             changed.append(cfg.name)
-            pipelines.append(Pipeline(cfg, slots.get(cfg.name)))
+            pipelines.append(Pipeline(cfg, slots.get(cfg.name), tag_units(new), new.agent.language))
         changed += [n for n in old_pipes if n not in new_pipes]
         return pipelines, changed

@@ -15,7 +15,9 @@ import numpy as np
 from agent.config.sections import PipelineConfig
 from agent.records import Kind, Message, Reading, numeric
 from agent.stream import features as feats
-from agent.stream.alerts import AlertState, Normal, Transition, explain
+from agent.stream.adapt import Drift
+from agent.stream.alerts import AlertState, Normal, Transition, alert_state, explain, headline
+from agent.stream.explain import Language
 from agent.stream.inference import Model, ModelSlot
 from agent.stream.windows import CountWindower, TimeWindower, Window
 
@@ -38,6 +40,11 @@ class Batch:
     x: np.ndarray  # (N, F)
     coverage: np.ndarray  # (N,) min coverage over tags
     reasons: list[str | None] = field(default_factory=list)  # None = scorable
+    raw: np.ndarray | None = None  # (N, F) as computed, when ``x`` is shifted by adapt
+
+    def row(self, i: int) -> np.ndarray:
+        """Window i's features as computed (what is published), whatever the model is fed."""
+        return (self.raw if self.raw is not None else self.x)[i]
 
     @property
     def scorable(self) -> np.ndarray:
@@ -47,8 +54,16 @@ class Batch:
 class Pipeline:
     """The stream stages of one ``[[pipelines]]`` entry."""
 
-    def __init__(self, cfg: PipelineConfig, slot: ModelSlot | None) -> None:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        slot: ModelSlot | None,
+        units: dict[str, str] | None = None,
+        language: Language = "en",
+    ) -> None:
         self.cfg = cfg
+        self.units = units or {}
+        self.language: Language = language
         self.name = cfg.name
         self.tags = list(cfg.tags)
         self.names = feats.feature_names(cfg.tags, cfg.features)
@@ -62,9 +77,17 @@ class Pipeline:
         self.alert: AlertState | None = None
         if slot is not None:
             threshold, clear = thresholds(cfg, slot.model)
-            self.alert = AlertState(threshold, clear, cfg.alert.raise_after, cfg.alert.clear_after)
+            self.alert = alert_state(cfg, threshold, clear)
+        self.drift = self._drift()
         self.stats = PipelineStats()
         self._router: Router | None = None
+
+    def _drift(self) -> Drift | None:
+        model = self.model
+        if not self.cfg.adapt or model is None or model.normal is None:
+            return None
+        drift = Drift(model.normal, self.cfg.window.hop_s, self.cfg.adapt_time)
+        return drift if drift.active else None
 
     @property
     def model(self) -> Model | None:
@@ -80,6 +103,7 @@ class Pipeline:
         """Take thresholds from the new model unless the config fixes them; the alert state carries over."""
         if self.alert is not None and self.model is not None:
             self.alert.threshold, self.alert.clear_threshold = thresholds(self.cfg, self.model)
+        self.drift = self._drift()  # a new model has its own normal: start following drift afresh
 
     def featurize(self, windows: list[Window]) -> Batch:
         rows = [feats.compute(w.values, w.times, self.cfg.features) for w in windows]
@@ -93,7 +117,10 @@ class Pipeline:
                 reasons.append(f"low coverage {cov:.2f} < {least:.2f} ({', '.join(low[:5])})")
             else:
                 reasons.append(None)
-        return Batch(windows, np.vstack(rows), coverage, reasons)
+        raw = np.vstack(rows)
+        if self.drift is None:
+            return Batch(windows, raw, coverage, reasons)
+        return Batch(windows, self.drift.apply(raw), coverage, reasons, raw)
 
     def conclude(self, batch: Batch, scores: np.ndarray | None, contrib: np.ndarray | None) -> list[Message]:
         """Messages for the batch: one features message per window, plus alert transitions.
@@ -129,16 +156,19 @@ class Pipeline:
                         "coverage": round(float(batch.coverage[i]), 4),
                         "status": status,
                         "reason": reason,
-                        "features": {n: _num(v) for n, v in zip(self.names, batch.x[i], strict=True)},
+                        "features": {n: _num(v) for n, v in zip(self.names, batch.row(i), strict=True)},
                         "score": _num(score) if score is not None else None,
                         "model": model.id if model else None,
                     },
                 )
             )
             if score is not None and self.alert is not None and model is not None and math.isfinite(score):
-                transition = self.alert.update(score)
+                transition = self.alert.update(score, window.end)
                 if transition is not None:
-                    out.append(self._alert(transition, score, span, batch.x[i], row_contrib, model))
+                    out.append(self._alert(transition, score, span, batch.row(i), row_contrib, model))
+                if self.drift is not None:
+                    a = self.alert
+                    self.drift.learn(batch.row(i), score, a.threshold, float(batch.coverage[i]), a.open)
         return out
 
     def _alert(
@@ -153,12 +183,14 @@ class Pipeline:
         assert self.alert is not None
         if transition is Transition.RAISED:
             self.stats.alerts_raised += 1
-        else:
+        elif transition is Transition.CLEARED:
             self.stats.alerts_cleared += 1
-        top, summary = explain(self.names, x, contrib, model.normal or Normal(), self.cfg.alert.top)
-        head = f"{self.name}: anomaly score {score:.3g} (threshold {self.alert.threshold:.3g})"
-        if transition is Transition.CLEARED:
-            head = f"{self.name}: back to normal, score {score:.3g} (clear below {self.alert.clear_threshold:.3g})"
+        normal = model.normal or Normal()
+        if self.drift is not None:
+            normal = self.drift.shifted(normal)
+        top, summary = explain(self.names, x, contrib, normal, self.cfg.alert.top, self.units, self.language)
+        a = self.alert
+        head = headline(self.language, transition, self.name, score, a.threshold, a.clear_threshold)
         return Message(
             Kind.ALERT,
             self.name,
@@ -172,7 +204,7 @@ class Pipeline:
                 "window": span,
                 "model": model.id,
                 "top": top,
-                "summary": f"{head}: {summary}" if summary and transition is Transition.RAISED else head,
+                "summary": f"{head}: {summary}" if summary and transition is not Transition.CLEARED else head,
             },
         )
 

@@ -33,6 +33,12 @@ class ReplayConfig(SourceConfig):
     path: Path = Field(description="The file to replay (relative to the config file's folder).")
     format: Literal["auto", "csv", "jsonl"] = Field(default="auto", description="auto: by file extension.")
     timestamp_column: str = Field(default="timestamp", description="Column or key with the timestamp.")
+    delimiter: str = Field(
+        default=",",
+        min_length=1,
+        max_length=1,
+        description='CSV field separator: "," by default; ";" for files from locales with a decimal comma.',
+    )
     speed: float = Field(
         default=0.0, ge=0, description="0 = as fast as possible; 1 = real time; N = N times real time."
     )

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.errors import FatalError
+from agent.errors import FatalError, InputUnavailable
 from agent.plugin import Emit, PluginContext, Source
 from agent.records import Quality, Reading, bad
 from plugins.replay.config import ReplayConfig
@@ -46,15 +46,17 @@ class ReplaySource(Source):
 
     def _rows(self) -> Iterator[list[Reading]]:
         """Readings of each row (one timestamp) in file order."""
+        # at_end = "stop" plays the file once: when it cannot be read there is nothing to wait for.
+        error = InputUnavailable if self.config.at_end == "stop" else FatalError
         try:
             handle = open(self.config.path, encoding="utf-8", newline="")  # noqa: SIM115 - closed below
         except OSError as exc:
-            raise FatalError(f"cannot open replay file {str(self.config.path)!r}: {exc.strerror}") from None
+            raise error(f"cannot open replay file {str(self.config.path)!r}: {exc.strerror}") from None
         with handle:
             if self._fmt == "csv":
-                reader = csv.DictReader(handle)
+                reader = csv.DictReader(handle, delimiter=self.config.delimiter)
                 if reader.fieldnames is None or self.config.timestamp_column not in reader.fieldnames:
-                    raise FatalError(
+                    raise error(
                         f"{self.config.path}: no column {self.config.timestamp_column!r} "
                         f"(columns: {', '.join(reader.fieldnames or [])}); set timestamp_column"
                     )

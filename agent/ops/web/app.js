@@ -171,7 +171,7 @@ function band(feature) {
 function alertCard(a) {
   const head = el("div", { class: "alert-head" },
     el("span", { class: `state ${a.state === "raised" ? "down" : "up"}` }, t(a.state)),
-    ` ${a.pipeline} · ${when(a.window && a.window.end)} · ${t("score")} ${num(a.score)} (${t("threshold")} ${num(a.threshold)})`);
+    ` ${a.pipeline} · ${when(a.window && a.window.end_ms / 1000)} · ${t("score")} ${num(a.score)} (${t("threshold")} ${num(a.threshold)})`);
   const feats = el("table", { class: "features" });
   for (const f of a.top || []) {
     const z = f.z === null || f.z === undefined ? "" : ` (${f.z > 0 ? "+" : ""}${num(f.z, 2)} σ)`;

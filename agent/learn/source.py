@@ -1,0 +1,84 @@
+"""How training reads its file: the replay settings of a config's source, the columns, the last timestamp.
+
+``train`` reads the CSV with the replay source, as ``run`` would; when ``--data`` is the file of a replay
+source in the config, that source's ``timestamp_column``, per-tag ``column`` and ``delimiter`` apply
+(issue 18: a ``;`` file whose columns have spaces maps to clean tag names).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.config.sections import PipelineConfig
+from agent.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """How to read the training file: the config's replay source of that file, when there is one.
+
+    Attributes:
+        timestamp_column: column of the timestamp.
+        columns: tag -> column holding it (a column with spaces maps to a clean tag name).
+        delimiter: CSV field separator.
+    """
+
+    timestamp_column: str = "timestamp"
+    columns: Mapping[str, str] = field(default_factory=dict)
+    delimiter: str = ","
+
+    def column(self, tag: str) -> str:
+        return self.columns.get(tag, tag)
+
+
+def count_rows(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return max(0, sum(1 for _ in handle) - 1)
+
+
+def check_columns(pipe: PipelineConfig, data: Path, settings: ReplaySettings | None = None) -> None:
+    """Raise ModelError unless ``data`` is a readable CSV with the timestamp and a column per pipeline tag."""
+    opts = settings or ReplaySettings()
+    try:
+        with open(data, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle, delimiter=opts.delimiter), [])
+    except OSError as exc:
+        raise ModelError(f"cannot read training data {str(data)!r}: {exc.strerror}") from exc
+    wanted = {opts.timestamp_column: "timestamp", **{opts.column(t): t for t in pipe.tags}}
+    missing = [
+        col if col == tag else f"{tag} (column {col!r})" for col, tag in wanted.items() if col not in header
+    ]
+    if missing:
+        raise ModelError(
+            f"{data}: no column for {', '.join(missing)} (columns: {', '.join(header)}); "
+            f"record it with `edge-agent record --pipeline {pipe.name}`"
+        )
+
+
+def last_timestamp(data: Path, settings: ReplaySettings | None = None) -> float | None:
+    """The latest timestamp in a CSV (for ``train --last``), None when it has no readable one."""
+    opts = settings or ReplaySettings()
+    latest: float | None = None
+    with open(data, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter=opts.delimiter):
+            try:
+                ts = _parse_ts(row.get(opts.timestamp_column))
+            except ValueError:
+                continue
+            latest = ts if latest is None else max(latest, ts)
+    return latest
+
+
+def _parse_ts(raw: str | None) -> float:
+    """Epoch seconds, epoch milliseconds or ISO-8601 (UTC when no zone), as the replay source reads them."""
+    text = (raw or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    return value / 1000.0 if value > 1e11 else value
