@@ -51,10 +51,19 @@ def _snapshot(dest: Path) -> Path:
     return dest
 
 
+def _network_setup(name: str) -> bool:
+    """Proxy and CA settings are the machine's way onto the package registries, not a prepared install:
+    a user's shell has them too (without them npm here fails every fetch with SELF_SIGNED_CERT_IN_CHAIN)."""
+    upper = name.upper()
+    return "PROXY" in upper or upper.endswith(
+        ("_CA_CERTS", "_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT")
+    )
+
+
 def _fresh_env(home: Path) -> dict[str, str]:
     """A login-like environment: no venv active, no PYTHONPATH, the system python3 first on PATH."""
     keep = ("HOME", "LANG", "LC_ALL", "TERM", "CI", "TMPDIR", "XDG_CACHE_HOME")
-    env = {k: v for k, v in os.environ.items() if k in keep}
+    env = {k: v for k, v in os.environ.items() if k in keep or _network_setup(k)}
     env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     env.setdefault("HOME", str(home))
     return env
