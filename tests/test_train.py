@@ -19,7 +19,8 @@ from agent.errors import ModelError
 from agent.learn import export as onnx_export
 from agent.learn import modelcard
 from agent.learn.fit import FitOptions, RobustPCA, fit
-from agent.learn.trainer import fit_and_export, hash_training_data
+from agent.learn.source import hash_training_data
+from agent.learn.trainer import fit_and_export
 
 NAMES = [
     "pump.speed",

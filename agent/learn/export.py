@@ -118,8 +118,31 @@ def build_model(model: RobustPCA, props: Mapping[str, str] | None = None) -> onn
         "axis1": np.array([1], dtype=np.int64),
     }
     init = [numpy_helper.from_array(value, name) for name, value in consts.items()]
-    node = helper.make_node
-    nodes = [
+    graph = helper.make_graph(
+        _score_nodes(helper.make_node),
+        "edge_agent_robust_pca",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", n_features])],
+        [
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"]),
+            helper.make_tensor_value_info("contributions", TensorProto.FLOAT, ["N", n_features]),
+        ],
+        initializer=init,
+    )
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="edge-agent",
+        doc_string="Model of normal operation: robust-scaled PCA with Hotelling T2 and Q (SPE).",
+    )
+    proto.ir_version = IR_VERSION
+    helper.set_model_props(proto, dict(props or {}))
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _score_nodes(node: Any) -> list[Any]:
+    """The graph's nodes: NaN filled with the center, robust z, T² and Q over their limits, contributions."""
+    return [
         node("IsNaN", ["features"], ["is_nan"]),
         node("Where", ["is_nan", "center", "features"], ["filled"]),
         node("Sub", ["filled", "center"], ["centered"]),
@@ -147,26 +170,6 @@ def build_model(model: RobustPCA, props: Mapping[str, str] | None = None) -> onn
         node("Add", ["parts_sum", "eps"], ["parts_total"]),
         node("Div", ["parts", "parts_total"], ["contributions"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "edge_agent_robust_pca",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", n_features])],
-        [
-            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"]),
-            helper.make_tensor_value_info("contributions", TensorProto.FLOAT, ["N", n_features]),
-        ],
-        initializer=init,
-    )
-    proto = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="edge-agent",
-        doc_string="Model of normal operation: robust-scaled PCA with Hotelling T2 and Q (SPE).",
-    )
-    proto.ir_version = IR_VERSION
-    helper.set_model_props(proto, dict(props or {}))
-    onnx.checker.check_model(proto)
-    return proto
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

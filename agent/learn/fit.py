@@ -41,7 +41,6 @@ The rules, in the order they are applied:
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -49,16 +48,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.errors import ModelError
+from agent.learn.limits import robust_limit, tail_exceedance
 
 KIND = "robust-pca-t2q"
 IQR_TO_SIGMA = 1.349  # IQR of a standard normal
 SCALE_FLOOR_REL = 1e-3
 SCALE_FLOOR_ABS = 1e-6
-STAT_FLOOR = 1e-3  # in sigma², so float32 rounding of a zero residual can never reach a limit
 WINSOR_SIGMAS = 6.0
 MIN_ROWS = 20
 FOLDS = 5
-TAIL_SHARE = 0.1  # the tail of out-of-fold statistics fitted for the limit
 
 Array = NDArray[np.float64]
 
@@ -215,28 +213,6 @@ def fit(
         options=opts,
         expected_false_alarm=min(1.0, tail_exceedance(t2_oof, t2_limit) + tail_exceedance(q_oof, q_limit)),
     )
-
-
-def robust_limit(oof: Array, opts: FitOptions) -> float:
-    """Limit of one statistic from its out-of-fold values; see "Limits" in the module docstring."""
-    u, beta = _tail(oof)
-    tail = u + beta * math.log(TAIL_SHARE / opts.false_alarm)
-    empirical = float(np.quantile(oof, opts.quantile))
-    return max(opts.margin * max(tail, empirical), STAT_FLOOR)
-
-
-def tail_exceedance(oof: Array, limit: float) -> float:
-    """Share of windows the exponential tail fitted to ``oof`` puts above ``limit``."""
-    u, beta = _tail(oof)
-    return TAIL_SHARE * math.exp(-max(limit - u, 0.0) / beta)
-
-
-def _tail(oof: Array) -> tuple[float, float]:
-    """Exponential tail over the top ``TAIL_SHARE``: its start and its robust scale (median excess / ln 2)."""
-    u = float(np.quantile(oof, 1.0 - TAIL_SHARE))
-    excess = oof[oof > u] - u
-    beta = float(np.median(excess)) / math.log(2.0) if excess.size else 0.0
-    return u, max(beta, STAT_FLOOR)
 
 
 def _as_matrix(x: NDArray[np.floating], n_features: int) -> Array:

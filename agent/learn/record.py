@@ -190,26 +190,12 @@ async def record(
     writer = AtomicCsv(out, ["timestamp", *pipe.tags])
     bus = Bus(cfg.bus.capacity, "block")
     sources = build_sources(cfg, pipe.tags)
-    reason = "interrupted"
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = []
             for source, ctx in sources:
                 tasks.append(tg.create_task(_supervised(source, ctx, bus), name=f"record-source:{ctx.name}"))
-            while not stop.is_set():
-                item = await bus.get(max_wait=0.5)
-                if item is None:
-                    if all(t.done() for t in tasks):
-                        reason = "sources finished"
-                        break
-                    continue
-                for ts, row in builder.add(item[1]):
-                    writer.write(ts, row)
-                if progress is not None:
-                    progress(builder.span, writer.rows)
-                if builder.span >= duration:
-                    reason = "duration"
-                    break
+            reason = await _rows(bus, builder, writer, tasks, duration, stop, progress)
             for task in tasks:
                 task.cancel()
     except BaseException:
@@ -225,6 +211,31 @@ async def record(
         )
     path = writer.commit()
     return RecordResult(path, writer.rows, builder.span, builder.first, builder.last, reason)
+
+
+async def _rows(
+    bus: Bus,
+    builder: RowBuilder,
+    writer: AtomicCsv,
+    tasks: list[asyncio.Task[None]],
+    duration: float,
+    stop: asyncio.Event,
+    progress: Progress | None,
+) -> str:
+    """Write rows from the bus until the duration is covered, every source ended, or ``stop``; say which."""
+    while not stop.is_set():
+        item = await bus.get(max_wait=0.5)
+        if item is None:
+            if all(t.done() for t in tasks):
+                return "sources finished"
+            continue
+        for ts, row in builder.add(item[1]):
+            writer.write(ts, row)
+        if progress is not None:
+            progress(builder.span, writer.rows)
+        if builder.span >= duration:
+            return "duration"
+    return "interrupted"
 
 
 async def _supervised(source: Source, ctx: PluginContext, bus: Bus) -> None:

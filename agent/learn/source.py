@@ -8,10 +8,14 @@ source in the config, that source's ``timestamp_column``, per-tag ``column`` and
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
 
 from agent.config.sections import PipelineConfig
 from agent.errors import ModelError
@@ -82,3 +86,20 @@ def _parse_ts(raw: str | None) -> float:
         stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
         return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
     return value / 1000.0 if value > 1e11 else value
+
+
+def file_hash(path: Path) -> str:
+    """sha256 (hex) of a training file, recorded in the model's metadata."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_training_data(x: NDArray[np.floating]) -> str:
+    """sha256 (hex) of a training matrix: its shape and float64 bytes."""
+    arr = np.ascontiguousarray(x, dtype=np.float64)
+    digest = hashlib.sha256(repr(arr.shape).encode())
+    digest.update(arr.tobytes())
+    return digest.hexdigest()

@@ -9,7 +9,6 @@ model (``agent.learn.export``) and its card (``agent.learn.modelcard``). Every f
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -25,7 +24,7 @@ from agent.errors import ModelError
 from agent.learn import export as onnx_export
 from agent.learn import modelcard, shape
 from agent.learn.fit import MIN_ROWS, Array, FitOptions, RobustPCA, fit
-from agent.learn.source import ReplaySettings, check_columns, last_timestamp
+from agent.learn.source import ReplaySettings, check_columns, file_hash, hash_training_data, last_timestamp
 
 # --- train -----------------------------------------------------------------------------------------------
 
@@ -144,14 +143,6 @@ def _replay(pipe: PipelineConfig, data: Path, opts: ReplaySettings) -> Any:
     return replay
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def window_meta(pipe: PipelineConfig) -> dict[str, Any]:
     """The window settings stored in the model's metadata and card."""
     w = pipe.window
@@ -209,7 +200,7 @@ def train_pipeline(
         out,
         window=window_meta(pipe),
         span=span,
-        data_hash=_file_hash(data),
+        data_hash=file_hash(data),
         card_path=card,
         png_path=card.with_suffix(".png") if card is not None else None,
         excluded=dict(found.skipped),
@@ -239,14 +230,6 @@ class FitResult:
     def alert_fraction(self) -> float:
         """Share of training windows at or above the threshold (expected well under 1%)."""
         return float(np.mean(self.train_scores >= self.model.threshold))
-
-
-def hash_training_data(x: NDArray[np.floating]) -> str:
-    """sha256 (hex) of a training matrix: its shape and float64 bytes."""
-    arr = np.ascontiguousarray(x, dtype=np.float64)
-    digest = hashlib.sha256(repr(arr.shape).encode())
-    digest.update(arr.tobytes())
-    return digest.hexdigest()
 
 
 def fit_and_export(
