@@ -33,7 +33,7 @@ import paho.mqtt.client as mqtt
 
 from agent.delivery.deliver import deliver
 from agent.delivery.envelope import dumps, wire
-from agent.delivery.outbox import MemoryOutbox
+from agent.delivery.memory_store import MemoryOutbox
 from agent.delivery.sqlite_store import SqliteOutbox
 from agent.plugin import ComponentStatus, PluginContext, State
 from agent.records import Envelope, Kind, Message

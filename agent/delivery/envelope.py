@@ -8,17 +8,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
-from agent.records import Envelope
+from agent.records import SCHEMA_VERSION, Envelope, iso
 
-SCHEMA_VERSION = 1
-
-
-def iso(ts: float) -> str:
-    """ISO-8601 UTC with milliseconds, e.g. ``2026-11-20T22:46:00.123Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+__all__ = ["SCHEMA_VERSION", "dumps", "iso", "wire"]
 
 
 def wire(envelope: Envelope, agent_id: str) -> dict[str, Any]:

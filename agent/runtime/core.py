@@ -74,7 +74,9 @@ class Runtime(Reloading):
         impl, ctx = build("sink", cfg, agent.id, agent.state_dir, self.info)
         name = ctx.name
         if outbox is None:
-            outbox = open_outbox(cfg.outbox, agent.state_dir / f"outbox-{name}.sqlite", log=ctx.log)
+            path = agent.state_dir / f"outbox-{name}.sqlite"
+            outbox = open_outbox(cfg.outbox, path, log=ctx.log, encode=impl.encode)
+        outbox.encode = impl.encode  # issue 17: encoded once, at append, by the sink that publishes it
         run = SinkRun(cfg, impl, ctx, outbox, frozenset(cfg.kinds))
         self.sinks[name] = run
         work = lambda: deliver(run.impl, run.outbox, run.cfg.outbox.batch)  # noqa: E731
@@ -241,7 +243,7 @@ class Runtime(Reloading):
                     Kind.READINGS,
                     source,
                     time.time(),
-                    {"source": source, "readings": [r.to_dict() for r in rs]},
+                    {"source": source, "readings": rs},  # the batch itself; encoded once at append
                 )
                 for source, rs in pending.items()
                 if rs
