@@ -115,6 +115,11 @@ class SinkMetrics:
     outbox_max_bytes: int = 0
     drops_total: Mapping[str, int] = field(default_factory=dict)  # by message kind
     outage_hours_left: float = math.inf  # from outage_hours()
+    # issue 11 items 1, 4, 6, from OutboxStats (exposition to be wired by the lead):
+    dead_letters_total: Mapping[str, int] = field(default_factory=dict)  # by refusal reason: dead_letters
+    disk_full: bool = False  # the state directory refuses writes now: disk_full
+    write_errors_total: int = 0  # SQLite errors other than a full disk: write_errors
+    damaged_total: int = 0  # damaged outbox files moved aside at start: damaged
 
 
 @dataclass
