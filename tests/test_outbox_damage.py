@@ -30,10 +30,7 @@ async def fill_and_deliver(path: Path, n: int) -> int:
     return batch[-1].seq
 
 
-@pytest.mark.parametrize("damage", ["garbage", "zero-length", "torn-header"])
-async def test_a_damaged_outbox_is_moved_aside_and_seq_continues(tmp_path: Path, damage: str) -> None:
-    path = tmp_path / "outbox-mqtt.sqlite"
-    last = await fill_and_deliver(path, 30)
+def corrupt(path: Path, damage: str) -> None:
     if damage == "garbage":
         path.write_bytes(b"this is not a database" * 100)
     elif damage == "zero-length":
@@ -42,8 +39,19 @@ async def test_a_damaged_outbox_is_moved_aside_and_seq_continues(tmp_path: Path,
         data = bytearray(path.read_bytes())
         data[:16] = b"\xff" * 16
         path.write_bytes(bytes(data))
-    for extra in tmp_path.glob("outbox-mqtt.sqlite-*"):
+    for extra in path.parent.glob(path.name + "-*"):
         extra.unlink()
+
+
+def moved(aside: Path) -> bool:
+    return aside.exists() and aside.name.startswith("outbox-mqtt.sqlite.damaged-")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "zero-length", "torn-header"])
+async def test_a_damaged_outbox_is_moved_aside_and_seq_continues(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "outbox-mqtt.sqlite"
+    last = await fill_and_deliver(path, 30)
+    corrupt(path, damage)
 
     with capture_logs() as logs:
         box = SqliteOutbox(path, 10**7)
@@ -52,8 +60,7 @@ async def test_a_damaged_outbox_is_moved_aside_and_seq_continues(tmp_path: Path,
         assert [entry["event"] for entry in errors] == [
             "outbox file damaged, moved aside; starting an empty outbox"
         ]
-        aside = Path(errors[0]["moved_to"])
-        assert aside.exists() and aside.name.startswith("outbox-mqtt.sqlite.damaged-")
+        assert moved(Path(errors[0]["moved_to"]))
         assert box.stats.damaged == 1 and box.stats.as_dict()["damaged"] == 1
         box.append([features(99)])
         (env,) = await box.take(10, timeout=1)
