@@ -110,7 +110,9 @@ async def run(seconds: float, fsync_ms: float, rate: float, folder: Path) -> Non
     await probing
     box.close()
     print(f"appending, lag ms:        {summary(lags)}")
-    print(f"  fsync +{fsync_ms:.0f} ms: {n / elapsed:.0f} appends/s for {elapsed:.1f} s, {box.commits} commits, {taken} taken")
+    print(
+        f"  fsync +{fsync_ms:.0f} ms: {n / elapsed:.0f} appends/s for {elapsed:.1f} s, {box.commits} commits, {taken} taken"
+    )
 
 
 def main() -> None:
