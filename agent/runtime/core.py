@@ -62,6 +62,7 @@ class Runtime(Reloading):
         self._tg: asyncio.TaskGroup | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._pending_readings: dict[str, list[Reading]] = {}
+        self._readings_sent = False
 
     @property
     def wants_readings(self) -> bool:
@@ -207,6 +208,8 @@ class Runtime(Reloading):
                             pipe.windower.add(i, r.ts, value, now)
                 if self.wants_readings:
                     self._pending_readings.setdefault(source, []).extend(readings)
+                    if not self._readings_sent:  # issue 17: the first readings go out at once
+                        self._flush_readings()
             elif self.bus.closed:
                 break
             if now - last_idle >= 0.5:
@@ -237,6 +240,7 @@ class Runtime(Reloading):
 
     def _flush_readings(self) -> None:
         pending, self._pending_readings = self._pending_readings, {}
+        self._readings_sent = self._readings_sent or bool(pending)
         self._emit(
             [
                 Message(
