@@ -9,7 +9,7 @@ Four ways to get a per-source batch of readings onto the wire, same JSON out:
     orjson once   ``agent.records.WireEncoder``: dicts built inside the call, orjson once (what runs now)
     columnar      orjson of parallel arrays (tags, ts, values, quality): a smaller, different schema,
                   measured to show what a schema change would still buy
-Printed: ns per reading (median of 5 repeats), the ratio to the old path, bytes per reading.
+Printed: ns per reading (median of 9 interleaved repeats), the ratio to the old path, bytes per reading.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.records import Kind, Message, Reading, WireEncoder  # noqa: E402
+from agent.records import Kind, Message, Reading, WireEncoder
 
 
 def batch(n: int) -> Message:
@@ -62,14 +62,18 @@ def columnar(message: Message) -> bytes:
     )
 
 
-def timed(fn: Callable[[Message], bytes], message: Message, rounds: int) -> tuple[float, int]:
-    runs = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(rounds):
-            out = fn(message)
-        runs.append((time.perf_counter() - start) / rounds)
-    return statistics.median(runs), len(out)
+def timed(cases: list[Callable[[Message], bytes]], message: Message, rounds: int) -> list[tuple[float, int]]:
+    """Median seconds per call and output size of each case; the cases take turns, 9 repeats, so a
+    change in the machine's load hits them alike."""
+    runs: list[list[float]] = [[] for _ in cases]
+    sizes = [len(fn(message)) for fn in cases]
+    for _ in range(9):
+        for i, fn in enumerate(cases):
+            start = time.perf_counter()
+            for _ in range(rounds):
+                fn(message)
+            runs[i].append((time.perf_counter() - start) / rounds)
+    return [(statistics.median(r), size) for r, size in zip(runs, sizes, strict=True)]
 
 
 def main() -> None:
@@ -87,8 +91,8 @@ def main() -> None:
     ]
     base = None
     print(f"{'case':36} {'ns/reading':>10} {'vs old':>7} {'B/reading':>9}")
-    for name, fn in cases:
-        seconds, size = timed(fn, message, args.rounds)
+    results = timed([fn for _, fn in cases], message, args.rounds)
+    for (name, _), (seconds, size) in zip(cases, results, strict=True):
         per = seconds / args.readings * 1e9
         base = base or per
         print(f"{name:36} {per:10.0f} {base / per:6.2f}x {size / args.readings:9.1f}")
