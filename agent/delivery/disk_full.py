@@ -51,6 +51,9 @@ class DiskFull:
 
     def unopened(self, exc: BaseException) -> None:
         self.opened = False
+        with contextlib.suppress(OSError):
+            if self.outbox.path.stat().st_size == 0:  # created by the failed open: not a damaged file
+                self.outbox.path.unlink()
         self._next_open = time.monotonic() + _REOPEN_EVERY_S
         self._start(exc)
 
