@@ -113,7 +113,8 @@ async def main(quick: bool) -> None:
     rows = []
     for n, rate in sizes:
         port = free_port()
-        async with ServerProcess(port, n_vars=n, rate=rate):
+        # issue 17: the 10,000-item server took 79 s to start here and the old 60 s wait crashed the run
+        async with ServerProcess(port, n_vars=n, rate=rate, start_timeout=600):
             url = f"opc.tcp://127.0.0.1:{port}/"
             results: dict[str, list[tuple[float, float]]] = {"bare": [], "ours": []}
             for _ in range(turns):
