@@ -123,3 +123,25 @@ async def test_full_disk_drops_by_priority_marks_the_hole_and_resumes(disk: tupl
         assert json.loads(batch[-1].data)["seq"] == got[-1]
     finally:
         box.close()
+
+
+async def test_an_outbox_opened_on_a_full_disk_waits_for_space(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with tmpfs(state, "1m"):
+        filler = fill(state)
+        with capture_logs() as logs:
+            box = SqliteOutbox(state / "outbox-mqtt.sqlite", 10**7)  # no FatalError, no "another edge-agent"
+        try:
+            box.append(readings(3))
+            await box.settled()
+            assert box.stats.disk_full and box.stats.dropped == {"readings": 3}
+            os.unlink(filler)
+            box._full._next_open = 0.0  # the next append tries to open again at once, not a second later
+            box.append(readings(2, 10))
+            batch = await box.take(10, timeout=5)
+        finally:
+            box.close()
+        assert [e.seq for e in batch] == [1, 2] and not box.stats.disk_full
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "state directory full, dropping new messages by priority until space returns"
+        ]

@@ -83,6 +83,7 @@ class SqliteOutbox(SqliteBook):
         self._full = DiskFull(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._committed = 0
         self._open()
         self.stats.depth = self._committed
         if self._committed:
