@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.records import SCHEMA_VERSION, Envelope, iso
+from agent.records import SCHEMA_VERSION, Envelope, encode_body, iso
 
 __all__ = ["SCHEMA_VERSION", "dumps", "iso", "wire"]
 
 
 def wire(envelope: Envelope, agent_id: str) -> dict[str, Any]:
-    """The JSON object published for ``envelope``."""
+    """The JSON object published for ``envelope``, as a dict (for tests and tools; sinks publish the
+    bytes ``agent.records.WireEncoder`` made at append)."""
     message = envelope.message
     return {
         "schema": f"edge-agent/{message.kind.value}/{SCHEMA_VERSION}",
@@ -25,7 +26,7 @@ def wire(envelope: Envelope, agent_id: str) -> dict[str, Any]:
         "ts": iso(message.ts),
         "ts_ms": round(message.ts * 1000),
         "replayed": envelope.replayed,
-        **message.payload,
+        **json.loads(encode_body(message)),  # readings hold Reading objects: made JSON the one way
     }
 
 
