@@ -25,7 +25,7 @@ from typing import Any, Literal
 import structlog
 
 from agent.config.base import SinkConfig, SourceConfig
-from agent.records import Envelope, Reading
+from agent.records import Envelope, Message, Reading, WireEncoder, mark_replayed
 
 DIST = "edge-agent"
 PLUGIN_GROUP = "edge_agent.plugins"
@@ -34,6 +34,9 @@ TOOL_GROUP = "edge_agent.tools"
 
 Emit = Callable[[Sequence[Reading]], Awaitable[None]]
 """What a source calls with each batch of readings; may wait when the bus policy is ``block``."""
+
+Refused = list[tuple[Envelope, str]]
+"""Envelopes the far side refused for good, each with its reason (``publish``'s return value)."""
 
 
 class State(enum.StrEnum):
@@ -143,8 +146,20 @@ class Sink(abc.ABC):
         ``async with sink:`` connects (raise TransientError / FatalError when it cannot);
         ``publish(batch)`` returns only once every envelope is acknowledged by the far side (MQTT QoS>=1
         PUBACK, a written and flushed file line); it raises TransientError when any was not, and the
-        outbox keeps the whole batch. ``connected`` turning False while idle makes the delivery loop
-        reconnect through the supervisor.
+        outbox keeps the whole batch. It returns the envelopes the far side refused for good (an MQTT 5
+        PUBACK reason code >= 0x80, e.g. 0x87 not authorized) with their reasons: those go to the
+        outbox's dead-letter table instead of being retried, and the rest of the batch is acked.
+        ``connected`` turning False while idle makes the delivery loop reconnect through the supervisor.
+
+    Encoding (the hook, issue 17): ``encode(message, seq)`` makes the bytes ``publish`` sends for one
+    message. The outbox calls it once per message at ``append`` (on the outbox's writer thread for the
+    durable outbox: it must be pure and thread-safe, touching no connection and no event loop), stores
+    the bytes, and hands them back in ``Envelope.data``; ``publish`` sends them as they are, never
+    re-encoding. ``seq`` is the outbox's per-topic sequence number. The bytes are made with ``replayed``
+    false; ``wire(envelope)`` gives what to send for an envelope, flipping the flag for a replayed one
+    (override ``wire`` too when ``encode`` is not the default JSON). The default is the JSON of
+    ``agent/schemas``; a sink with another format (Sparkplug protobuf, a per-tag UNS layout) overrides
+    both. An exception from ``encode`` drops that one message (counted as dropped, logged once).
     """
 
     window: int = 1
@@ -164,9 +179,22 @@ class Sink(abc.ABC):
     def connected(self) -> bool:
         return True
 
+    def encode(self, message: Message, seq: int) -> bytes:
+        """The bytes ``publish`` sends for ``message`` (see the class docstring for the contract)."""
+        encoder = self.__dict__.get("_wire_encoder")
+        if encoder is None:
+            encoder = self.__dict__["_wire_encoder"] = WireEncoder(self.ctx.agent_id)
+        return encoder(message, seq)
+
+    def wire(self, envelope: Envelope) -> bytes:
+        """What to send for ``envelope``: its stored bytes, marked replayed when it is (an envelope made by
+        hand, without bytes, is encoded here)."""
+        data = envelope.data or self.encode(envelope.message, envelope.seq)
+        return mark_replayed(data) if envelope.replayed else data
+
     @abc.abstractmethod
-    async def publish(self, batch: Sequence[Envelope]) -> None:
-        """Deliver the batch; return when acknowledged, raise TransientError otherwise."""
+    async def publish(self, batch: Sequence[Envelope]) -> Refused | None:
+        """Deliver the batch; return when acknowledged (with what was refused), raise TransientError otherwise."""
 
     async def probe(self) -> None:
         """Connect once and leave, for ``check --connect``, without disturbing a running agent.

@@ -2,6 +2,11 @@
 
 A ``Reading`` always says how good it is. A gap or a bad read is a reading with ``value=None`` and
 ``quality=BAD`` plus a reason, never a silent zero.
+
+Encoding (issue 17): a message is serialised once, by ``encode_wire`` (or a sink's own ``Sink.encode``),
+when the outbox appends it; the outbox stores those bytes and the sink publishes them as they are. A
+readings message carries its per-source batch of ``Reading`` objects, not one dict per reading: the
+objects are written straight into the JSON by ``encode_body``.
 """
 
 from __future__ import annotations
@@ -9,7 +14,10 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 Value = float | int | bool | str | None
 
@@ -96,7 +104,8 @@ class Message:
         kind: alert, status, features or readings.
         key: the pipeline or source it is about; the last topic level.
         ts: event time in epoch seconds (window end for features and alerts).
-        payload: JSON-serialisable body, without the envelope fields (seq, replayed, schema).
+        payload: body without the envelope fields (seq, replayed, schema): JSON types, numpy scalars,
+            and for readings ``{"source": name, "readings": [Reading, ...]}`` (see ``encode_body``).
     """
 
     kind: Kind
@@ -112,7 +121,10 @@ class Envelope:
     Attributes:
         id: the outbox's id for the message; ``ack`` takes these.
         seq: per-(kind, key) sequence number that increases by one and survives restarts.
+        message: kind, key and ts always; the payload only from the memory outbox (the durable one
+            keeps the bytes, not the objects).
         replayed: True when the message waited in the outbox through an outage or a restart.
+        data: the bytes the sink's ``encode`` made at append, with ``replayed`` false; what is published.
     """
 
     id: int
@@ -120,3 +132,66 @@ class Envelope:
     message: Message
     replayed: bool = False
     attempts: int = field(default=0, compare=False)
+    data: bytes = field(default=b"", compare=False)
+
+    def body(self) -> dict[str, Any]:
+        """The published JSON object as a dict: for sinks that publish another shape (UNS, Sparkplug), which
+        a durable outbox gives only the stored bytes. Readings are dicts here (``tag``, ``ts_ms``, ...)."""
+        if self.data:
+            loaded: dict[str, Any] = orjson.loads(self.data)
+            return loaded
+        body: dict[str, Any] = orjson.loads(encode_body(self.message))
+        return body
+
+
+SCHEMA_VERSION = 2  # 2: every time is ts_ms / *_ms, integer epoch milliseconds (issue 14)
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_REPLAYED_NO, _REPLAYED_YES = b',"replayed":false', b',"replayed":true'
+
+
+def iso(ts: float) -> str:
+    """ISO-8601 UTC with milliseconds, e.g. ``2026-11-20T22:46:00.123Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def encode_body(message: Message) -> bytes:
+    """The payload as compact JSON bytes; NaN and infinities become null, unknown types their ``str``."""
+    payload = message.payload
+    if message.kind is Kind.READINGS and "readings" in payload:
+        rows = [
+            {"tag": r.tag, "ts_ms": round(r.ts * 1000), "value": r.value, "quality": r.quality}
+            if r.__class__ is Reading and r.reason is None
+            else (r.to_dict() if isinstance(r, Reading) else r)
+            for r in payload["readings"]
+        ]
+        payload = {**payload, "readings": rows}
+    return orjson.dumps(payload, option=_OPTIONS, default=str)
+
+
+class WireEncoder:
+    """The default ``Sink.encode``: the JSON object of ``agent/schemas/<kind>.schema.json``.
+
+    Envelope fields come first (``schema``, ``agent``, ``seq``, ``ts``, ``ts_ms``, ``replayed``), then the
+    payload's own fields. ``replayed`` is written false; ``mark_replayed`` flips it in the bytes.
+    """
+
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+        agent = orjson.dumps(agent_id).decode()
+        self._heads = {
+            kind: f'{{"schema":"edge-agent/{kind.value}/{SCHEMA_VERSION}","agent":{agent}' for kind in Kind
+        }
+
+    def __call__(self, message: Message, seq: int) -> bytes:
+        body = encode_body(message)
+        head = (
+            f'{self._heads[message.kind]},"seq":{seq},"ts":"{iso(message.ts)}",'
+            f'"ts_ms":{round(message.ts * 1000)},"replayed":false'
+        ).encode()
+        return head + (b"," + body[1:] if len(body) > 2 else b"}")
+
+
+def mark_replayed(data: bytes) -> bytes:
+    """``data`` from ``WireEncoder`` with ``replayed`` true; the envelope head comes first, so the first
+    occurrence is the envelope's own field, whatever the payload holds."""
+    return data.replace(_REPLAYED_NO, _REPLAYED_YES, 1)

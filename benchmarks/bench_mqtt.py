@@ -33,7 +33,7 @@ import paho.mqtt.client as mqtt
 
 from agent.delivery.deliver import deliver
 from agent.delivery.envelope import dumps, wire
-from agent.delivery.outbox import MemoryOutbox
+from agent.delivery.memory_store import MemoryOutbox
 from agent.delivery.sqlite_store import SqliteOutbox
 from agent.plugin import ComponentStatus, PluginContext, State
 from agent.records import Envelope, Kind, Message
@@ -119,8 +119,8 @@ _quiet = _Quiet()
 
 
 async def through_agent(port: int, messages: list[Message], qos: int, folder: Path) -> Meter:
-    outbox = SqliteOutbox(folder / f"outbox-q{qos}.sqlite", 2**30, log=_quiet)
     sink = make_sink(port, folder, qos)
+    outbox = SqliteOutbox(folder / f"outbox-q{qos}.sqlite", 2**30, log=_quiet, encode=sink.encode)
     task = asyncio.create_task(
         supervise(lambda: deliver(sink, outbox, STEP), sink.ctx.status, _quiet, Backoff(0.05, 0.5)),
         name="deliver",
@@ -137,7 +137,8 @@ async def through_agent(port: int, messages: list[Message], qos: int, folder: Pa
     return meter
 
 
-def append_rate(messages: list[Message], folder: Path, fsync: str | None, per_call: int) -> float:
+async def append_rate(messages: list[Message], folder: Path, fsync: str | None, per_call: int) -> float:
+    """Appends per second until committed (the SQLite outbox commits on its writer thread)."""
     box = (
         MemoryOutbox(2**30)
         if fsync is None
@@ -146,6 +147,9 @@ def append_rate(messages: list[Message], folder: Path, fsync: str | None, per_ca
     with Meter() as meter:
         for i in range(0, len(messages), per_call):
             box.append(messages[i : i + per_call])
+            if per_call == 1:
+                await box.settled()  # one message per commit, as a caller that waits for each would
+        await box.settled()
     box.close()
     return len(messages) / meter.wall
 
@@ -210,14 +214,14 @@ async def main() -> None:
                 print(
                     f"{f'QoS {qos} {name}':44} {rate:10.0f} {rate / raw_rate:7.2f} {cpu:7.0f} {ms[-1].rss:7.0f}"
                 )
-        base = append_rate(messages, folder, None, STEP)
+        base = await append_rate(messages, folder, None, STEP)
         print(f"{'append, memory outbox, 200/call':44} {base:10.0f} {1.0:7.2f}")
         for fsync in ("never", "append", "always"):
             for per_call in (STEP, 1):
                 if per_call == 1 and fsync == "never":
                     continue
                 count = messages if per_call == STEP else messages[: min(n, 2000)]
-                rate = append_rate(count, folder, fsync, per_call)
+                rate = await append_rate(count, folder, fsync, per_call)
                 print(
                     f"{f'append, SQLite fsync={fsync}, {per_call}/call':44} {rate:10.0f} {rate / base:7.2f}"
                 )

@@ -131,8 +131,9 @@ async def plant_server(port: int, n_vars: int = 3, **kwargs: object) -> AsyncIte
 class ServerProcess:
     """This module's server in a child process, so a test can kill it hard and start it again."""
 
-    def __init__(self, port: int, n_vars: int = 3, rate: float = 10.0) -> None:
+    def __init__(self, port: int, n_vars: int = 3, rate: float = 10.0, start_timeout: float = 60.0) -> None:
         self.port, self.n_vars, self.rate = port, n_vars, rate
+        self.start_timeout = start_timeout  # asyncua adds 10,000 variables in 80 s on a busy 2-core machine
         self.proc: asyncio.subprocess.Process | None = None
         self.ns = 0
 
@@ -151,7 +152,7 @@ class ServerProcess:
             args.append("--extra-namespace")
         self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
+        line = await asyncio.wait_for(self.proc.stdout.readline(), self.start_timeout)
         if not line.startswith(b"READY"):
             raise RuntimeError(f"test server did not start: {line!r}")
         self.ns = int(line.split()[1])

@@ -26,7 +26,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.delivery.envelope import wire
-from agent.delivery.outbox import MemoryOutbox, Outbox
+from agent.delivery.memory_store import MemoryOutbox
+from agent.delivery.outbox import Outbox
 from agent.delivery.sqlite_store import SqliteOutbox
 from agent.errors import FatalError, TransientError
 from agent.plugin import ComponentStatus, PluginContext, State
@@ -146,7 +147,7 @@ async def test_publish_and_receive_every_kind_with_birth_and_goodbye(
     mosquitto: Mosquitto, subscriber: Subscriber, tmp_path: Path, protocol: str
 ) -> None:
     sink = make_sink(mosquitto.port, tmp_path, protocol=protocol, qos={"readings": 1})
-    outbox = MemoryOutbox(10**6)
+    outbox = MemoryOutbox(10**6, encode=sink.encode)
     readings = {
         "source": "plc1",
         "readings": [{"tag": "pump", "ts_ms": 1500, "value": 2.0, "quality": "good"}],
@@ -199,7 +200,7 @@ async def test_broker_outage_every_seq_arrives_once_in_order(
     mosquitto: Mosquitto, subscriber: Subscriber, tmp_path: Path
 ) -> None:
     sink = make_sink(mosquitto.port, tmp_path)
-    outbox = SqliteOutbox(tmp_path / "outbox.sqlite", 10**7, replay_rate=500)
+    outbox = SqliteOutbox(tmp_path / "outbox.sqlite", 10**7, replay_rate=500, encode=sink.encode)
     produced: dict[str, int] = defaultdict(int)
 
     async def produce(seconds: float) -> None:
@@ -245,7 +246,7 @@ async def test_unreachable_broker_at_start_buffers_then_delivers(tmp_path: Path)
     sub = Subscriber(broker.port, f"{PREFIX}/#")  # its persistent session outlives the broker restart
     broker.stop()
     sink = make_sink(broker.port, tmp_path)
-    outbox = MemoryOutbox(10**6)
+    outbox = MemoryOutbox(10**6, encode=sink.encode)
     try:
         async with delivering(sink, outbox):
             outbox.append([features("line1", i) for i in range(5)])
@@ -442,7 +443,7 @@ async def _agent_main(argv: list[str]) -> None:
     parser.add_argument("--id", default="a1")
     args = parser.parse_args(argv)
     sink = make_sink(args.port, args.db.parent, agent_id=args.id)
-    outbox = SqliteOutbox(args.db, 10**7)
+    outbox = SqliteOutbox(args.db, 10**7, encode=sink.encode)
     delivery = asyncio.create_task(
         supervise(lambda: deliver(sink, outbox, 50), sink.ctx.status, sink.ctx.log, Backoff(0.05, 0.3)),
         name="deliver",

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.base import OutboxConfig
-from agent.delivery.outbox import MemoryOutbox, Outbox
+from agent.delivery.memory_store import MemoryOutbox
+from agent.delivery.outbox import Encode, Outbox
 from agent.delivery.sqlite_store import SqliteOutbox
 from agent.errors import TransientError
 from agent.plugin import Sink
@@ -63,17 +64,36 @@ async def deliver(sink: Sink, outbox: Outbox, batch_size: int) -> None:
 
 
 async def _publish(sink: Sink, outbox: Outbox, batch: Sequence[Envelope], slots: asyncio.Semaphore) -> None:
-    await sink.publish(batch)
+    refused = await sink.publish(batch)
+    if refused:
+        outbox.dead_letter(refused)
+        gone = {envelope.id for envelope, _ in refused}
+        batch = [envelope for envelope in batch if envelope.id not in gone]
     outbox.ack(batch)
     slots.release()
 
 
 def open_outbox(
-    cfg: OutboxConfig, path: Path, *, clock: Callable[[], float] = time.monotonic, log: Any = None
+    cfg: OutboxConfig,
+    path: Path,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    log: Any = None,
+    encode: Encode | None = None,
 ) -> Outbox:
-    """The outbox ``cfg`` asks for: SQLite at ``path`` when ``cfg.durable``, else in memory."""
+    """The outbox ``cfg`` asks for: SQLite at ``path`` when ``cfg.durable``, else in memory.
+
+    ``encode`` is the sink's ``Sink.encode`` hook: the outbox stores what it returns and the sink
+    publishes those bytes (the default JSON wire form when ``None``).
+    """
     if cfg.durable:
         return SqliteOutbox(
-            path, cfg.max_bytes, replay_rate=cfg.replay_rate, fsync=cfg.fsync, clock=clock, log=log
+            path,
+            cfg.max_bytes,
+            replay_rate=cfg.replay_rate,
+            fsync=cfg.fsync,
+            clock=clock,
+            log=log,
+            encode=encode,
         )
-    return MemoryOutbox(cfg.max_bytes, replay_rate=cfg.replay_rate, clock=clock, log=log)
+    return MemoryOutbox(cfg.max_bytes, replay_rate=cfg.replay_rate, clock=clock, log=log, encode=encode)

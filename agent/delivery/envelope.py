@@ -1,7 +1,6 @@
 """The wire form of a message: its payload plus the envelope fields every consumer relies on.
 
 ``schema`` names the payload schema (``edge-agent/<kind>/2``, JSON Schema files in ``agent/schemas``);
-every time in a payload is integer epoch milliseconds (``ts_ms``, ``*_ms``); ``ts`` is ISO text for people;
 ``seq`` increases by one per topic and survives restarts, so consumers detect gaps and duplicates;
 ``replayed`` marks messages that waited in the outbox through an outage or a restart.
 """
@@ -9,21 +8,16 @@ every time in a payload is integer epoch milliseconds (``ts_ms``, ``*_ms``); ``t
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
-from agent.records import Envelope
+from agent.records import SCHEMA_VERSION, Envelope, encode_body, iso
 
-SCHEMA_VERSION = 2  # 2: every time is ts_ms / *_ms, integer epoch milliseconds (issue 14)
-
-
-def iso(ts: float) -> str:
-    """ISO-8601 UTC with milliseconds, e.g. ``2026-11-20T22:46:00.123Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+__all__ = ["SCHEMA_VERSION", "dumps", "iso", "wire"]
 
 
 def wire(envelope: Envelope, agent_id: str) -> dict[str, Any]:
-    """The JSON object published for ``envelope``."""
+    """The JSON object published for ``envelope``, as a dict (for tests and tools; sinks publish the
+    bytes ``agent.records.WireEncoder`` made at append)."""
     message = envelope.message
     return {
         "schema": f"edge-agent/{message.kind.value}/{SCHEMA_VERSION}",
@@ -32,7 +26,7 @@ def wire(envelope: Envelope, agent_id: str) -> dict[str, Any]:
         "ts": iso(message.ts),
         "ts_ms": round(message.ts * 1000),
         "replayed": envelope.replayed,
-        **message.payload,
+        **json.loads(encode_body(message)),  # readings hold Reading objects: made JSON the one way
     }
 
 

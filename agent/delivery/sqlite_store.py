@@ -1,54 +1,53 @@
-"""The durable outbox: SQLite in WAL mode, one file per sink in the state directory.
+"""The durable outbox: SQLite in WAL mode, one file per sink in the state directory, one writer thread.
 
-Why SQLite and not segment files: one ``append`` is one transaction (all or nothing after a crash), acks
-are deletes by id instead of a cursor plus a compaction pass, the per-topic ``seq`` counters commit in the
+Why SQLite and not segment files: one group is one transaction (all or nothing after a crash), acks are
+deletes by id instead of a cursor plus a compaction pass, the per-topic ``seq`` counters commit in the
 same transaction as the messages they numbered, and the format is inspectable with the ``sqlite3`` shell.
-WAL mode makes a commit one sequential write to the log; ``locking_mode=EXCLUSIVE`` keeps a second agent
-from sharing the file.
+``locking_mode=EXCLUSIVE`` keeps a second agent from sharing the file.
+
+Nothing blocks the event loop (issue 11 item 5): ``append``, ``ack``, ``dead_letter`` and ``release``
+only queue work; a writer thread per outbox takes everything queued at once and commits it as one
+transaction (group commit: one fsync however many appends arrived meanwhile); ``take`` awaits the
+writer's answer. A take sees only committed messages, so nothing is published that a crash could
+renumber. The stats are the writer's and lag an append until ``await settled()``.
 
 Durability (``OutboxConfig.fsync``): a committed transaction survives ``kill -9`` in every mode (it is in
-the OS page cache). ``append`` (default) fsyncs every append, so a power loss loses no accepted message;
-acks are not fsynced, so a power loss can resend a few delivered messages (consumers see the repeated
-``seq``). ``always`` fsyncs acks too; ``never`` leaves fsync to SQLite's checkpoints.
+the OS page cache); what is queued but not yet committed (at most one commit time, milliseconds) is not.
+``append`` (default) fsyncs every commit, so a power loss loses no committed message; acks are not
+fsynced, so a power loss can resend a few delivered messages (consumers see the repeated ``seq``).
+``always`` fsyncs acks too; ``never`` leaves fsync to SQLite's checkpoints.
+
+A full state directory (issue 11 item 1) never stops the agent: see ``agent.delivery.disk_full``.
+A damaged file is moved aside and a fresh one started, seq continuing (``agent.delivery.damage``).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from agent.config import statedir
-from agent.delivery.outbox import DROP_ORDER, KINDS_BY_PRIORITY, OutboxBase, charged_size, encode_payload
+from agent.delivery import damage
+from agent.delivery.disk_full import DiskFull, is_full
+from agent.delivery.outbox import Encode, Refused
+from agent.delivery.sqlite_book import Group, SqliteBook
 from agent.errors import FatalError
-from agent.records import PRIORITY, Envelope, Kind, Message
+from agent.records import Envelope, Message
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    prio INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts REAL NOT NULL,
-    payload TEXT NOT NULL,
-    size INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_prio ON messages (prio, id);
-CREATE TABLE IF NOT EXISTS seqs (kind TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,
-                                 PRIMARY KEY (kind, key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-"""
 _SYNC = {"append": ("FULL", "NORMAL"), "always": ("FULL", "FULL"), "never": ("NORMAL", "NORMAL")}
-_KIND_OF_PRIO = {prio: kind for kind, prio in PRIORITY.items()}
+_STOP = object()
 
 
-class SqliteOutbox(OutboxBase):
-    """Durable outbox; see ``agent.delivery.outbox`` for the contract and this module's docstring for durability.
+class SqliteOutbox(SqliteBook):
+    """Durable outbox; see ``agent.delivery.outbox`` for the contract and this module's docstring.
 
     Args:
         path: the database file; created with its directory when missing.
@@ -57,9 +56,10 @@ class SqliteOutbox(OutboxBase):
         fsync: ``append``, ``always`` or ``never``.
         clock: monotonic clock for pacing (tests inject one).
         log: structlog logger; one is made when ``None``.
+        encode: the sink's ``encode`` hook; the default JSON wire form when ``None``.
 
     Raises:
-        FatalError: the file is locked by another process or is not an outbox this version can read.
+        FatalError: the file is locked by another process (another agent on the same state directory).
     """
 
     def __init__(
@@ -71,208 +71,210 @@ class SqliteOutbox(OutboxBase):
         fsync: str = "append",
         clock: Callable[[], float] = time.monotonic,
         log: Any = None,
+        encode: Encode | None = None,
     ) -> None:
-        super().__init__(max_bytes, replay_rate, clock, log)
+        super().__init__(max_bytes, replay_rate, clock, log, encode)
         self.path = path
         self._sync_append, self._sync_ack = _SYNC[fsync]
         self._sync_now = ""
+        self._ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued = 0  # appended messages the writer has not numbered yet (under _lock)
+        self._seqs = damage.Reservations(path)
+        self._full = DiskFull(self)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        statedir.private_dir(path.parent)  # 0700 whatever the umask (issue 10)
+        self._committed = 0
+        self._open()
+        self.stats.depth = self._committed
+        if self._committed:
+            self.log.info("outbox reopened with a backlog", depth=self._committed, path=str(path))
+        self._thread = threading.Thread(target=self._run, name=f"outbox-{path.stem}", daemon=True)
+        self._thread.start()
+
+    # --- the loop's side: queue work, never touch the file ---------------------------------------------
+
+    def append(self, messages: Iterable[Message]) -> None:
+        batch = list(messages)
+        if not batch:
+            return
+        self._remember_loop()
+        with self._lock:
+            self._queued += len(batch)
+            self.stats.depth += len(batch)
+        self._ops.put(("append", batch))
+
+    def ack(self, envelopes: Sequence[Envelope]) -> None:
+        if envelopes:
+            self._ops.put(("ack", [e.id for e in envelopes]))
+
+    def dead_letter(self, refused: Refused) -> None:
+        if refused:
+            self._ops.put(("dead", list(refused)))
+
+    def release(self) -> None:
+        self._remember_loop()
+        self._ops.put(("release",))
+        self._wakeup.set()
+
+    async def settled(self) -> None:
+        await self._ask("sync")
+
+    async def _pick_async(self, n: int, budget: int) -> tuple[list[Envelope], int]:
+        result: tuple[list[Envelope], int] = await self._ask("take", n, budget)
+        return result
+
+    async def _ask(self, op: str, *args: Any) -> Any:
+        self._remember_loop()
+        answer: Future[Any] = Future()
+        self._ops.put((op, *args, answer))
+        return await asyncio.wrap_future(answer)
+
+    def _remember_loop(self) -> None:
+        if self._loop is None:
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._ops.put((_STOP,))
+            self._thread.join()
+
+    # --- the writer thread -------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            self._connect()
+        except sqlite3.OperationalError as exc:
+            if is_full(exc):
+                self._full.unopened(exc)  # retried by the writer; messages dropped meanwhile, counted
+                return
+            hint = "; is another edge-agent using the same state directory?" if "locked" in str(exc) else ""
+            raise FatalError(f"outbox {self.path}: {exc}{hint}") from exc
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            damage.move_aside(self, str(exc))
+            self._connect()
+        self._seqs.floor(self._seq)
+
+    def _connect(self) -> None:
+        if damage.zero_length(self.path):
+            damage.move_aside(self, "zero-length file")
+        path = self.path
         try:
             # The outbox and its journal files: 0600, never through a planted symlink (issue 10).
-            statedir.private_dir(path.parent)
             statedir.prepare(path, Path(f"{path}-wal"), Path(f"{path}-shm"))
-        except OSError as exc:
+        except statedir.UnsafeFile as exc:
             raise FatalError(f"outbox {path}: {exc.strerror or exc}") from exc
+        except OSError as exc:  # ENOSPC before SQLite even opens: the full-disk path, like its own error
+            raise sqlite3.OperationalError(f"outbox {path}: {exc.strerror or exc}") from exc
+        self._db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
+        self._sync_now = ""
+        self._init_db(encode_v1=True)
+        self._load_counts()
+
+    def _run(self) -> None:
+        while True:
+            group = [self._ops.get()]
+            while True:
+                try:
+                    group.append(self._ops.get_nowait())
+                except queue.Empty:
+                    break
+            if not self._process(group):
+                break
+        if self._full.opened:
+            self._db.close()
+
+    def _process(self, ops: list[Any]) -> bool:
+        """Run one group of queued calls; commit once before each take and at the end."""
+        pending = Group()
+        appended = 0
+        going = True
+        for op in ops:
+            name = op[0]
+            if name == "append":
+                appended += len(op[1])
+                self._store(op[1], pending)
+            elif name == "ack":
+                pending.acked.extend(op[1])
+            elif name == "dead":
+                pending.dead.extend(op[1])
+            elif name == "release":
+                appended = self._flush(pending, appended)
+                pending = Group()
+                if self._full.opened:
+                    self._release()
+            elif name == _STOP:
+                going = False
+            else:  # take, sync: they see what was queued before them, committed
+                appended = self._flush(pending, appended)
+                pending = Group()
+                self._answer(op)
+        self._flush(pending, appended)
+        return going
+
+    def _store(self, messages: list[Message], group: Group) -> None:
+        if not self._full.opened and not self._full.reopen():
+            self._full.drop_unstored(messages)
+            return
         try:
-            self._db = sqlite3.connect(path, timeout=1.0, isolation_level=None, check_same_thread=False)
-            self._init_db()
-        except sqlite3.OperationalError as exc:
-            raise FatalError(
-                f"outbox {path}: {exc}; is another edge-agent using the same state directory?"
-            ) from exc
-        except sqlite3.DatabaseError as exc:
-            raise FatalError(
-                f"outbox {path} is damaged ({exc}); move it aside to start with an empty outbox"
-            ) from exc
-        self._cursor: dict[int, int] = dict.fromkeys(_KIND_OF_PRIO, 0)
-        self._in_flight: dict[int, tuple[int, int]] = {}  # id -> (prio, size)
-        self._count: dict[int, int] = dict.fromkeys(_KIND_OF_PRIO, 0)
-        self._bytes: dict[int, int] = dict.fromkeys(_KIND_OF_PRIO, 0)
-        for prio, count, size in self._db.execute(
-            "SELECT prio, COUNT(*), SUM(size) FROM messages GROUP BY prio"
-        ):
-            self._count[prio], self._bytes[prio] = count, size
-        self.stats.depth, self.stats.depth_bytes = sum(self._count.values()), sum(self._bytes.values())
-        self._seq = {
-            (kind, key): seq for kind, key, seq in self._db.execute("SELECT kind, key, seq FROM seqs")
-        }
-        # Everything that survived a restart is backlog: it is replayed, paced.
-        self._live_from = int(self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM messages").fetchone()[0])
-        if self.stats.depth:
-            self.log.info("outbox reopened with a backlog", depth=self.stats.depth, path=str(path))
+            self._stage(messages, group)
+        except sqlite3.Error as exc:  # reading a queued status to coalesce
+            self._full.write_error("append", exc)
 
-    def _init_db(self) -> None:
-        db = self._db
-        db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # effective only when the file is new
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA)
-        row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-        if row is None:
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"outbox schema {row[0]}, this version reads {SCHEMA_VERSION}")
+    def _flush(self, group: Group, appended: int) -> int:
+        if group.rows or group.acked or group.dead or group.coalesced or group.seqs:
+            self._full.commit(group)
+        with self._lock:
+            self._queued -= appended
+            self.stats.depth = self._committed + self._queued
+        if group.rows:
+            self._wake()
+        return 0
 
-    def _begin(self, sync: str) -> None:
+    def _answer(self, op: tuple[Any, ...]) -> None:
+        answer: Future[Any] = op[-1]
+        if not answer.set_running_or_notify_cancel():
+            return  # the take was cancelled (its delivery loop is going): nothing marked in flight
+        try:
+            if op[0] == "take":
+                result: Any = self._pick(op[1], op[2]) if self._full.opened else ([], 0)
+                paced = self._paced
+                answer.set_result(result)
+                self._paced = paced
+            else:
+                answer.set_result(None)
+        except sqlite3.Error as exc:
+            self._full.write_error("take", exc)
+            answer.set_result(([], 0))
+
+    def transaction(self, group: Group) -> None:
+        """Write and commit ``group``; called by ``DiskFull.commit``, which handles a full disk."""
+        sync = self._sync_append if group.rows else self._sync_ack
         if sync != self._sync_now:
             self._db.execute(f"PRAGMA synchronous={sync}")
             self._sync_now = sync
+        self._seqs.reserve(group.seqs)
         self._db.execute("BEGIN IMMEDIATE")
-
-    def append(self, messages: Iterable[Message]) -> None:
-        db = self._db
-        rows: list[tuple[int, str, str, int, float, str, int]] = []
-        touched: set[tuple[str, str]] = set()
-        self._begin(self._sync_append)
         try:
-            for message in messages:
-                kind, prio = message.kind.value, PRIORITY[message.kind]
-                topic = (kind, message.key)
-                seq = self._coalesce(prio, message.key, rows) if message.kind is Kind.STATUS else 0
-                if not seq:
-                    seq = self._seq.get(topic, 0) + 1
-                    self._seq[topic] = seq
-                    touched.add(topic)
-                payload = encode_payload(message)
-                size = charged_size(payload, message.key)
-                rows.append((prio, kind, message.key, seq, message.ts, payload, size))
-                self._count[prio] += 1
-                self._bytes[prio] += size
-                self.stats.depth += 1
-                self.stats.depth_bytes += size
-                self.stats.appended += 1
-                self.stats.appended_bytes += size
-            db.executemany(
-                "INSERT INTO messages (prio, kind, key, seq, ts, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            db.executemany(
-                "INSERT INTO seqs VALUES (?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
-                [(kind, key, self._seq[(kind, key)]) for kind, key in touched],
-            )
-            self._enforce_cap()
-            db.execute("COMMIT")
+            self._write(group)
+            self._commit()
         except BaseException:
-            db.execute("ROLLBACK")
-            self._reload_counts()
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._wakeup.set()
+        self._apply(group)
+        if group.acked:
+            self._after_ack()
+            self._end_drop_episode()
 
-    def _coalesce(
-        self, prio: int, key: str, pending: list[tuple[int, str, str, int, float, str, int]]
-    ) -> int:
-        """Drop the newest not-taken status of ``key`` (queued or in this append); return its seq or 0."""
-        for i in range(len(pending) - 1, -1, -1):
-            row = pending[i]
-            if row[0] == prio and row[2] == key:
-                del pending[i]
-                self._forget(prio, row[6])
-                return row[3]
-        found = self._db.execute(
-            "SELECT id, seq, size FROM messages WHERE prio = ? AND key = ? AND id > ? ORDER BY id DESC LIMIT 1",
-            (prio, key, self._cursor[prio]),
-        ).fetchone()
-        if found is None:
-            return 0
-        self._db.execute("DELETE FROM messages WHERE id = ?", (found[0],))
-        self._forget(prio, found[2])
-        return int(found[1])
+    def _commit(self) -> None:
+        """COMMIT (the fsync); a test store overrides this to slow it down."""
+        self._db.execute("COMMIT")
 
-    def _forget(self, prio: int, size: int) -> None:
-        self._count[prio] -= 1
-        self._bytes[prio] -= size
-        self.stats.depth -= 1
-        self.stats.depth_bytes -= size
-
-    def _enforce_cap(self) -> None:
-        for kind in DROP_ORDER:
-            prio = PRIORITY[kind]
-            while self.stats.depth_bytes > self.max_bytes and self._count[prio]:
-                rows = self._db.execute(
-                    "SELECT id, size FROM messages WHERE prio = ? ORDER BY id LIMIT 256", (prio,)
-                ).fetchall()
-                last = 0
-                for env_id, size in rows:
-                    if self.stats.depth_bytes <= self.max_bytes:
-                        break
-                    last = env_id
-                    self._in_flight.pop(env_id, None)
-                    self._forget(prio, size)
-                    self._count_drop(kind.value)
-                if not last:
-                    break
-                self._db.execute("DELETE FROM messages WHERE prio = ? AND id <= ?", (prio, last))
-
-    def _reload_counts(self) -> None:
-        self._count = dict.fromkeys(_KIND_OF_PRIO, 0)
-        self._bytes = dict.fromkeys(_KIND_OF_PRIO, 0)
-        for prio, count, size in self._db.execute(
-            "SELECT prio, COUNT(*), SUM(size) FROM messages GROUP BY prio"
-        ):
-            self._count[prio], self._bytes[prio] = count, size
-        self.stats.depth, self.stats.depth_bytes = sum(self._count.values()), sum(self._bytes.values())
-        self._seq = {
-            (kind, key): seq for kind, key, seq in self._db.execute("SELECT kind, key, seq FROM seqs")
-        }
-
-    def _pick(self, n: int, budget: int) -> tuple[list[Envelope], int]:
-        batch: list[Envelope] = []
-        replayed = 0
-        for kind in KINDS_BY_PRIORITY:
-            prio = PRIORITY[kind]
-            if len(batch) >= n or self._count[prio] <= 0:
-                continue
-            rows = self._db.execute(
-                "SELECT id, key, seq, ts, payload, size FROM messages WHERE prio = ? AND id > ? ORDER BY id LIMIT ?",
-                (prio, self._cursor[prio], n - len(batch)),
-            )
-            for env_id, key, seq, ts, payload, size in rows:
-                is_replay = env_id < self._live_from
-                if is_replay:
-                    if replayed >= budget:
-                        self._paced = True
-                        break
-                    replayed += 1
-                batch.append(
-                    Envelope(env_id, seq, Message(kind, key, ts, json.loads(payload)), replayed=is_replay)
-                )
-                self._in_flight[env_id] = (prio, size)
-                self._cursor[prio] = env_id
-        return batch, replayed
-
-    def ack(self, envelopes: Sequence[Envelope]) -> None:
-        done = [(env.id,) for env in envelopes if env.id in self._in_flight]
-        if not done:
-            return
-        self._begin(self._sync_ack)
-        try:
-            self._db.executemany("DELETE FROM messages WHERE id = ?", done)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        for (env_id,) in done:
-            prio, size = self._in_flight.pop(env_id)
-            self._forget(prio, size)
-            self.stats.acked += 1
-        if self.stats.depth == 0 and self._db.execute("PRAGMA freelist_count").fetchone()[0] > 4096:
-            self._db.execute("PRAGMA incremental_vacuum")  # give the disk back after a drained backlog
-        self._end_drop_episode()
-
-    def release(self) -> None:
-        self._cursor = dict.fromkeys(_KIND_OF_PRIO, 0)
-        self._in_flight.clear()
-        self._live_from = int(self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM messages").fetchone()[0])
-        self._wakeup.set()
-
-    def close(self) -> None:
-        self._db.close()
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(self._wakeup.set)

@@ -63,6 +63,11 @@ class SinkMetrics:
     outage_hours_left: float = math.inf  # from outage_hours()
     server: str | None = None  # the broker a sink with several is connected to (status info "server")
     failovers_total: int = 0  # moves to another of its servers
+    # issue 11 items 1, 4, 6, from OutboxStats:
+    dead_letters_total: Mapping[str, int] = field(default_factory=dict)  # by refusal reason: dead_letters
+    disk_full: bool = False  # the state directory refuses writes now: disk_full
+    write_errors_total: int = 0  # SQLite errors other than a full disk: write_errors
+    damaged_total: int = 0  # damaged outbox files moved aside at start: damaged
 
 
 @dataclass
@@ -205,6 +210,34 @@ class SnapshotCollector:
                 "gauge", "outbox_capacity_bytes", "Outbox byte cap.", _each("sink", sinks, "outbox_max_bytes")
             ),
             _family("counter", "outbox_dropped", "Messages dropped at the outbox cap, by kind.", drops),
+            _family(
+                "counter",
+                "outbox_dead_letters",
+                "Messages the broker refused (moved to the dead letters), by reason.",
+                [
+                    ({"sink": k.name, "reason": r}, n)
+                    for k in sinks
+                    for r, n in sorted(k.dead_letters_total.items())
+                ],
+            ),
+            _family(
+                "gauge",
+                "outbox_disk_full",
+                "1 while the state directory refuses writes.",
+                _each("sink", sinks, "disk_full"),
+            ),
+            _family(
+                "counter",
+                "outbox_write_errors",
+                "Outbox write errors other than a full disk.",
+                _each("sink", sinks, "write_errors_total"),
+            ),
+            _family(
+                "counter",
+                "outbox_damaged",
+                "Damaged outbox files moved aside at start.",
+                _each("sink", sinks, "damaged_total"),
+            ),
             _family(
                 "gauge",
                 "sink_server_info",

@@ -142,6 +142,10 @@ class Observer:
                     outage_hours(cap - st.depth_bytes, earlier, later),
                     k.ctx.status.info.get("server"),
                     int(k.ctx.status.counters.get("failovers", 0)),
+                    dict(st.dead_letters),
+                    st.disk_full,
+                    st.write_errors,
+                    st.damaged,
                 )
             )
         pipelines = [

@@ -8,6 +8,10 @@ are connected or buffering and sources have started, ``STATUS=...`` lines shown 
 ``watchdog()`` is a coroutine on the event loop, so a blocked loop stops the pings and systemd
 restarts the service: that is the point. Outside systemd every call is a cheap no-op.
 
+Nothing blocks the loop (issue 11 item 5): a line is sent without waiting; only when systemd's queue is
+full does it go to a sender thread that waits up to ``SEND_TIMEOUT_S`` for room, in order, and every
+later line follows it there until that queue is empty again.
+
 Typical use by the runner::
 
     notifier = Notifier.from_env()
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -77,6 +83,8 @@ class Notifier:
         self.address = address
         self._sock: socket.socket | None = None
         self._failing = False
+        self._backlog: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Notifier:
@@ -92,13 +100,21 @@ class Notifier:
         if self.address is None:
             return True
         data = "\n".join(lines).encode("utf-8")
+        if self._sender is not None and self._sender.is_alive():
+            self._backlog.put(data)  # keep the order behind what already waits for room
+            return True
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                # systemd's queue is short (net.unix.max_dgram_qlen, often 10): wait a little for room
-                # rather than lose READY=1; libsystemd waits without a limit.
-                self._sock.settimeout(SEND_TIMEOUT_S)
+                self._sock.setblocking(False)
             self._sock.sendto(data, self.address)
+        except BlockingIOError:
+            # systemd's queue is short (net.unix.max_dgram_qlen, often 10): wait a little for room
+            # rather than lose READY=1 (libsystemd waits without a limit), but on a thread.
+            self._backlog.put(data)
+            self._sender = threading.Thread(target=self._send_waiting, name="sd-notify", daemon=True)
+            self._sender.start()
+            return True
         except OSError as exc:
             if not self._failing:
                 log.warning(
@@ -110,6 +126,19 @@ class Notifier:
             log.info("notifying systemd again")
             self._failing = False
         return True
+
+    def _send_waiting(self) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(SEND_TIMEOUT_S)
+            while True:
+                try:
+                    data = self._backlog.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    sock.sendto(data, self.address or "")
+                except OSError as exc:
+                    log.warning("cannot notify systemd", error=str(exc))
 
     def ready(self, status: str | None = None) -> bool:
         return self.notify("READY=1", *([f"STATUS={_one_line(status)}"] if status else []))

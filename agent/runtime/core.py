@@ -67,6 +67,7 @@ class Runtime(Streaming, Reloading):
         self._tg: asyncio.TaskGroup | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._pending_readings: dict[str, list[Reading]] = {}
+        self._readings_sent = False
 
     def start_sink(self, cfg: SinkConfig, outbox: Outbox | None = None) -> None:
         """Create the sink and its delivery task; reuse ``outbox`` (a reload keeps what it holds)."""
@@ -75,7 +76,9 @@ class Runtime(Streaming, Reloading):
         impl, ctx = build("sink", cfg, agent.id, agent.state_dir, self.info, tag_catalog(self.cfg.sources))
         name = ctx.name
         if outbox is None:
-            outbox = open_outbox(cfg.outbox, agent.state_dir / f"outbox-{name}.sqlite", log=ctx.log)
+            path = agent.state_dir / f"outbox-{name}.sqlite"
+            outbox = open_outbox(cfg.outbox, path, log=ctx.log, encode=impl.encode)
+        outbox.encode = impl.encode  # issue 17: encoded once, at append, by the sink that publishes it
         run = SinkRun(cfg, impl, ctx, outbox, frozenset(cfg.kinds))
         self.sinks[name] = run
         work = lambda: deliver(run.impl, run.outbox, run.cfg.outbox.batch)  # noqa: E731 - a closure over run, read at each restart

@@ -34,6 +34,7 @@ class Streaming:
     sinks: dict[str, SinkRun]
     _pool: ThreadPoolExecutor
     _pending_readings: dict[str, list[Reading]]
+    _readings_sent: bool
 
     @property
     def wants_readings(self) -> bool:
@@ -58,6 +59,8 @@ class Streaming:
                 self.router.ingest(readings, now)  # re-read per batch: a reload may have replaced it
                 if self.wants_readings:
                     self._pending_readings.setdefault(source, []).extend(readings)
+                    if not self._readings_sent:  # issue 17: the first readings go out at once
+                        self._flush_readings()
             elif self.bus.closed:
                 break
             if now - last_idle >= 0.5:
@@ -88,10 +91,12 @@ class Streaming:
 
     def _flush_readings(self) -> None:
         pending, self._pending_readings = self._pending_readings, {}
+        self._readings_sent = self._readings_sent or bool(pending)
         now = self.clock()
         self._emit(
             [
-                Message(Kind.READINGS, source, now, {"source": source, "readings": [r.to_dict() for r in rs]})
+                # The batch itself: encoded once, at append, by the sink that publishes it (issue 17).
+                Message(Kind.READINGS, source, now, {"source": source, "readings": rs})
                 for source, rs in pending.items()
                 if rs
             ]

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.delivery.envelope import SCHEMA_VERSION, dumps, iso
-from agent.records import Envelope, Kind
+from agent.records import SCHEMA_VERSION, Envelope, Kind, WireEncoder, iso, mark_replayed
 
 _LEVEL = {Kind.ALERT: "alerts", Kind.FEATURES: "features", Kind.READINGS: "readings"}
 
@@ -34,31 +33,20 @@ class Topics:
 
 
 class Encoder:
-    """Turns envelopes into payload bytes, the same JSON as ``agent.delivery.envelope.wire`` (NaN becomes null).
+    """Birth and will payloads, and ``encode(envelope)``: the JSON of ``agent.records.WireEncoder``.
 
-    Built once per sink: it caches the constant head of each kind and splices the payload's own JSON
-    after the envelope fields instead of building a merged dict per message.
+    The sink publishes the bytes its outbox stored at append (``Sink.encode``); ``encode`` here is for
+    envelopes made by hand (tests, tools).
     """
 
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id
-        agent = json.dumps(agent_id)
-        self._heads = {
-            kind: f'{{"schema":"edge-agent/{kind.value}/{SCHEMA_VERSION}","agent":{agent}' for kind in Kind
-        }
+        self._wire = WireEncoder(agent_id)
         self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
     def encode(self, envelope: Envelope) -> bytes:
-        message = envelope.message
-        try:
-            body = self._dumps(message.payload)
-        except ValueError:  # NaN or infinity somewhere: JSON has none, they become null
-            body = dumps(message.payload)
-        head = (
-            f'{self._heads[message.kind]},"seq":{envelope.seq},"ts":"{iso(message.ts)}",'
-            f'"ts_ms":{round(message.ts * 1000)},"replayed":{"true" if envelope.replayed else "false"}'
-        )
-        return (head + ("," + body[1:] if len(body) > 2 else "}")).encode()
+        data = envelope.data or self._wire(envelope.message, envelope.seq)
+        return mark_replayed(data) if envelope.replayed else data
 
     def presence(self, state: str, ts: float, info: dict[str, Any] | None = None) -> bytes:
         """A birth (``online``, with session, version, config_hash, started_at and started_at_ms) or will

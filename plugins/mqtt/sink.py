@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import FatalError, TransientError
-from agent.plugin import PluginContext, Sink
+from agent.plugin import PluginContext, Refused, Sink
 from agent.records import Envelope, Kind
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.connect import connack_error, connect_error, connect_options, tls_context
@@ -46,7 +46,7 @@ class _Pending:
 
     future: asyncio.Future[None]
     remaining: int
-    refused: list[str] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, reason)
     lost: str | None = None  # why the connection dropped before every acknowledgement came
 
 
@@ -78,7 +78,7 @@ class MqttSink(Sink):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._connack: asyncio.Future[ReasonCode | str] | None = None  # str: why the connection dropped
-        self._waiting: dict[int, _Pending] = {}
+        self._waiting: dict[int, tuple[_Pending, int]] = {}
         self._acks: deque[tuple[int, str | None]] = deque()
         self._drain_scheduled = False
         self._probing = False  # check --connect: own client id, no will, no birth, no goodbye
@@ -162,64 +162,69 @@ class MqttSink(Sink):
         finally:
             self._probing = False
 
-    async def publish(self, batch: Sequence[Envelope]) -> None:
-        """Publish ``batch`` in order; return when the broker acknowledged every message.
+    async def publish(self, batch: Sequence[Envelope]) -> Refused:
+        """Publish the stored bytes of ``batch`` in order; return when the broker acknowledged every message.
+
+        Returns:
+            The envelopes an MQTT 5 broker refused (PUBACK reason code >= 0x80, e.g. 0x87 not authorized
+            by its ACL) with the reason; the delivery loop moves them to the dead letters.
 
         Raises:
             TransientError: not connected, the connection was lost, or no acknowledgement in ``ack_timeout``.
-            FatalError: an MQTT 5 broker refused a message (PUBACK reason code >= 0x80, e.g. an ACL).
         """
-        topic_for, encode, qos, retain = (
+        topic_for, wire, qos, retain = (
             self.topics.for_message,
-            self.encoder.encode,
+            self.wire,
             self._qos,
             self.config.retain_status,
         )
         if self.uns is not None:
             item = lambda env: (  # noqa: E731 - the one item of an envelope, as below
                 topic_for(env.message.kind, env.message.key),
-                encode(env),
+                wire(env),
                 qos[env.message.kind],
                 retain and env.message.kind is Kind.STATUS,
             )
-            await self._send(self.uns.items(batch, item))
+            # A refusal of a derived per-tag topic cannot be pinned on one envelope: the batch is kept.
+            if await self._send(self.uns.items(batch, item)):
+                raise FatalError(
+                    f"broker {self._where} refused a UNS topic; check its ACL for {self.topics.base}/#"
+                )
             self.ctx.status.count("published", len(batch))
-            return
-        await self._send(
+            return []
+        refused = await self._send(
             [
                 (
                     topic_for(env.message.kind, env.message.key),
-                    encode(env),
+                    wire(env),
                     qos[env.message.kind],
                     retain and env.message.kind is Kind.STATUS,
                 )
                 for env in batch
             ]
         )
-        self.ctx.status.count("published", len(batch))
+        self.ctx.status.count("published", len(batch) - len(refused))
+        return [(batch[i], reason) for i, reason in refused]
 
-    async def _send(self, items: list[tuple[str, bytes, int, bool]]) -> None:
+    async def _send(self, items: list[tuple[str, bytes, int, bool]]) -> list[tuple[int, str]]:
+        """Publish ``items``; the (index, reason) of each the broker refused."""
         client = self._client
         if client is None or not self._connected or self._loop is None:
             raise TransientError(f"not connected to broker {self._where}")
         if not items:
-            return  # nothing to wait for (UNS: every reading was older than its retained value)
+            return []  # nothing to wait for (UNS: every reading was older than its retained value)
         pending = _Pending(self._loop.create_future(), len(items))
-        for topic, payload, qos, retain in items:
+        for i, (topic, payload, qos, retain) in enumerate(items):
             info = client.publish(topic, payload, qos, retain)
             if info.rc is not MQTTErrorCode.MQTT_ERR_SUCCESS:
                 raise TransientError(f"cannot publish to broker {self._where}: {mqtt.error_string(info.rc)}")
-            self._waiting[info.mid] = pending
+            self._waiting[info.mid] = (pending, i)
         done, _ = await asyncio.wait((pending.future,), timeout=self.config.ack_timeout)
         if not done:
             raise TransientError(f"broker {self._where} acknowledged nothing within ack_timeout")
         if pending.lost is not None:
             raise TransientError(f"connection to broker {self._where} lost: {pending.lost}")
-        if pending.refused:
-            raise FatalError(
-                f"broker {self._where} refused {len(pending.refused)} of {len(items)} messages "
-                f"({pending.refused[0]}); check its ACL for topic {self.topics.base}/#"
-            )
+        return pending.refused
 
     # What a session says: a subclass (the Sparkplug sink) overrides these three.
 
@@ -231,7 +236,14 @@ class MqttSink(Sink):
     async def _session_started(self) -> None:
         """Runs once the broker accepted the connection, before any ``publish``: the birth."""
         birth = self.encoder.presence("online", time.time(), {**self.ctx.info, "session": self._session})
-        await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
+        refused = await self._send(
+            [(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)]
+        )
+        if refused:
+            raise FatalError(
+                f"broker {self._where} refused the birth message ({refused[0][1]}); "
+                f"check its ACL for topic {self.topics.status}"
+            )
 
     def _goodbye(self) -> list[tuple[str, bytes, int, bool]]:
         """What a deliberate disconnect publishes first: ``offline``, the same as the will."""
@@ -304,7 +316,7 @@ class MqttSink(Sink):
         )
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, code: ReasonCode, props: Any) -> None:
-        self._acks.append((mid, code.getName() if code.is_failure else None))
+        self._acks.append((mid, f"0x{code.value:02X} {code.getName()}" if code.is_failure else None))
         if not self._drain_scheduled:
             self._drain_scheduled = True
             self._threadsafe(self._drain_acks)
@@ -322,11 +334,12 @@ class MqttSink(Sink):
         self._drain_scheduled = False  # before draining: an ack queued from now on schedules a new drain
         while self._acks:
             mid, refused = self._acks.popleft()
-            pending = self._waiting.pop(mid, None)
-            if pending is None:
+            waiting = self._waiting.pop(mid, None)
+            if waiting is None:
                 continue
+            pending, index = waiting
             if refused:
-                pending.refused.append(refused)
+                pending.refused.append((index, refused))
             pending.remaining -= 1
             if pending.remaining == 0 and not pending.future.done():
                 pending.future.set_result(None)
@@ -337,7 +350,7 @@ class MqttSink(Sink):
         self._connected = False
         if self._connack is not None and not self._connack.done():
             self._connack.set_result(reason)
-        for pending in self._waiting.values():
+        for pending, _ in self._waiting.values():
             if not pending.future.done():
                 pending.lost = reason
                 pending.future.set_result(None)

@@ -97,11 +97,11 @@ class Uns:
             if kind is not Kind.READINGS or self.keep_batch:
                 out.append(default(env))
             if kind is Kind.READINGS:
-                out += self._tags(env.message.payload)
+                out += self._tags(env.body())
             elif kind is Kind.ALERT:
-                out.append(self._alert(env.message.key, env.message.payload, round(env.message.ts * 1000)))
+                out.append(self._alert(env.message.key, env.body(), round(env.message.ts * 1000)))
             elif kind is Kind.STATUS and not env.replayed:
-                out += self._status(env.message.payload, round(env.message.ts * 1000))
+                out += self._status(env.body(), round(env.message.ts * 1000))
         return out
 
     def _tags(self, body: Mapping[str, Any]) -> list[Item]:

@@ -68,7 +68,10 @@ async def _setup_security(client: Client, cfg: OpcUaSourceConfig, state_dir: Pat
     if cfg.certificate is not None and cfg.private_key is not None:
         cert_path, key_path = cfg.certificate, cfg.private_key
     else:
-        cert_path, key_path = security.ensure_client_cert(state_dir, cfg.application_uri)
+        # first use generates an RSA key (hundreds of ms): off the loop (issue 11 item 5)
+        cert_path, key_path = await asyncio.to_thread(
+            security.ensure_client_cert, state_dir, cfg.application_uri
+        )
     try:
         own = security.load_cert(cert_path)
     except (OSError, ValueError) as exc:

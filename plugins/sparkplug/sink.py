@@ -22,8 +22,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.errors import TransientError
-from agent.plugin import PluginContext
+from agent.errors import FatalError, TransientError
+from agent.plugin import PluginContext, Refused
 from agent.records import Envelope
 from plugins.mqtt.servers import Server
 from plugins.mqtt.sink import MqttSink
@@ -106,16 +106,19 @@ class SparkplugSink(MqttSink):
 
     # -- data -------------------------------------------------------------------------------------
 
-    async def publish(self, batch: Sequence[Envelope]) -> None:
+    async def publish(self, batch: Sequence[Envelope]) -> Refused:
+        """Translate the batch into Sparkplug messages and publish them; a refusal keeps the whole batch
+        (one envelope becomes several messages, and a refused birth would break the session's seq)."""
         if self._host_online is False:
             raise TransientError(f"primary host {self.config.primary_host_id} is offline")
         now = _now_ms()
         outs: list[Out] = []
         for envelope in batch:
             outs += translate(self.node, envelope, now)
-        if outs:
-            await self._send(self._items(outs))
+        if outs and await self._send(self._items(outs)):
+            raise FatalError(f"broker {self._where} refused Sparkplug messages; check its ACL for spBv1.0/#")
         self.ctx.status.count("published", len(outs))
+        return []
 
     def _items(self, outs: list[Out]) -> list[tuple[str, bytes, int, bool]]:
         return [(o.topic, o.payload, self._qos_of.get(o.type, 0), False) for o in outs]

@@ -22,7 +22,7 @@ from plugins.sparkplug.node import (
 
 def translate(node: EdgeNode, envelope: Envelope, now_ms: int) -> list[Out]:
     message = envelope.message
-    body = message.payload
+    body = envelope.body()  # a durable outbox keeps only the bytes the default encoder made
     ts_ms = round(message.ts * 1000)
     historical = envelope.replayed
     if message.kind is Kind.READINGS:

@@ -8,28 +8,38 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from agent.delivery.envelope import dumps, wire
+import orjson
+
 from agent.errors import FatalError, TransientError
 from agent.plugin import PluginContext, Sink
-from agent.records import Envelope, Kind
+from agent.records import Envelope, Kind, Message, WireEncoder, encode_body
 from plugins.stdout.config import JsonlConfig, StdoutConfig
 
 
-def _line(envelope: Envelope, agent_id: str) -> str:
-    return dumps(
-        {"kind": envelope.message.kind.value, "key": envelope.message.key, **wire(envelope, agent_id)}
-    )
+class _Lines:
+    """The ``encode`` hook of both sinks: one JSON line, ``kind`` and ``key`` first, then the wire form."""
+
+    def __init__(self, agent_id: str) -> None:
+        self._wire = WireEncoder(agent_id)
+
+    def __call__(self, message: Message, seq: int) -> bytes:
+        head = b'{"kind":"%s","key":%s,' % (message.kind.value.encode(), _quoted(message.key))
+        return head + self._wire(message, seq)[1:] + b"\n"
 
 
-def _pretty(envelope: Envelope) -> str:
-    msg, p = envelope.message, envelope.message.payload
+def _quoted(text: str) -> bytes:
+    return orjson.dumps(text)
+
+
+def _pretty(msg: Message) -> str:
+    p = msg.payload
     if msg.kind is Kind.ALERT:
         return f"ALERT {p.get('state', '').upper():8} {msg.key}: score {p.get('score', 0):.3g} - {p.get('summary', '')}"
     if msg.kind is Kind.FEATURES:
         score = p.get("score")
         shown = f"score {score:.3g}" if isinstance(score, float) else p.get("status", "")
         return f"window   {msg.key}: {shown} coverage {p.get('coverage', 0):.2f} {p.get('reason') or ''}".rstrip()
-    return f"{msg.kind.value:8} {msg.key}: {dumps(p)[:160]}"
+    return f"{msg.kind.value:8} {msg.key}: {encode_body(msg).decode()[:160]}"
 
 
 class StdoutSink(Sink):
@@ -41,10 +51,15 @@ class StdoutSink(Sink):
         super().__init__(config, ctx)
         self.stream = stream or sys.stdout
         self.pretty = config.pretty if config.pretty is not None else self.stream.isatty()
+        self._lines = _Lines(ctx.agent_id)
+
+    def encode(self, message: Message, seq: int) -> bytes:
+        if self.pretty:
+            return (_pretty(message) + "\n").encode()
+        return self._lines(message, seq)
 
     async def publish(self, batch: Sequence[Envelope]) -> None:
-        agent = self.ctx.agent_id
-        text = "".join((_pretty(e) if self.pretty else _line(e, agent)) + "\n" for e in batch)
+        text = b"".join(self.wire(e) for e in batch).decode()
         try:
             self.stream.write(text)
             self.stream.flush()
@@ -59,7 +74,8 @@ class JsonlSink(Sink):
 
     def __init__(self, config: JsonlConfig, ctx: PluginContext) -> None:
         super().__init__(config, ctx)
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
+        self.encode = _Lines(ctx.agent_id)  # type: ignore[method-assign]
 
     async def __aenter__(self) -> JsonlSink:
         try:
@@ -73,11 +89,11 @@ class JsonlSink(Sink):
             self._file.close()
             self._file = None
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> IO[bytes]:
         self.config.path.parent.mkdir(parents=True, exist_ok=True)
-        return open(self.config.path, "a", encoding="utf-8")
+        return open(self.config.path, "ab")
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: bytes) -> None:
         assert self._file is not None
         self._file.write(text)
         self._file.flush()
@@ -85,7 +101,7 @@ class JsonlSink(Sink):
             os.fsync(self._file.fileno())
 
     async def publish(self, batch: Sequence[Envelope]) -> None:
-        text = "".join(_line(e, self.ctx.agent_id) + "\n" for e in batch)
+        text = b"".join(self.wire(e) for e in batch)
         try:
             await asyncio.to_thread(self._write, text)
         except OSError as exc:
