@@ -75,7 +75,7 @@ class JsonlSink(Sink):
     def __init__(self, config: JsonlConfig, ctx: PluginContext) -> None:
         super().__init__(config, ctx)
         self._file: IO[bytes] | None = None
-        self.encode = _Lines(ctx.agent_id)  # type: ignore[method-assign]
+        self.encode = _Lines(ctx.agent_id)  # type: ignore[method-assign]  # a callable object per instance
 
     async def __aenter__(self) -> JsonlSink:
         try:
