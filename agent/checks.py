@@ -113,7 +113,7 @@ class SourceRead:
 
 async def read_source(cfg: Any, src: Any) -> SourceRead:
     """Build the source, read every tag once (within ``READ_TIMEOUT``) and collect its notes."""
-    from agent.plugin import build
+    from agent.registry import build
 
     result = SourceRead(src.name)
     try:
@@ -129,7 +129,7 @@ async def read_source(cfg: Any, src: Any) -> SourceRead:
 
 async def probe_sink(cfg: Any, item: Any) -> str | None:
     """Connect to one sink and leave without a trace; None when it worked, else why not."""
-    from agent.plugin import build
+    from agent.registry import build
 
     sink, _ = build("sink", item, cfg.agent.id, cfg.agent.state_dir)
     try:

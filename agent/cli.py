@@ -75,7 +75,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from agent.plugin import DIST, installed
+    from agent.registry import DIST, installed
 
     kinds: tuple[Literal["source", "sink"], ...] = ("source", "sink")
     for kind in kinds:
@@ -94,7 +94,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from agent.plugin import registry
+    from agent.registry import registry
 
     specs = {**registry("source"), **registry("sink")}
     if args.plugin not in specs:
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("plugin", help="plugin type, e.g. modbus")
     from agent.demo.command import add_demo_command
     from agent.learn.commands import add_commands
-    from agent.plugin import command_adders
+    from agent.registry import command_adders
 
     add_commands(sub)
     add_demo_command(sub)

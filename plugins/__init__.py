@@ -1,12 +1,12 @@
 """Built-in plugins: this plain list, registered as ``builtin = "plugins:BUILTIN"`` in the
-``edge_agent.plugins`` entry-point group (see ``agent.plugin.registry``), the same door third parties use.
+``edge_agent.plugins`` entry-point group (see ``agent.registry.registry``), the same door third parties use.
 Only the modules named in ``impl`` import protocol libraries, and only when a config uses them.
 
 Plugins import ``agent`` (its contracts); ``agent`` reaches plugins only through entry points."""
 
 from __future__ import annotations
 
-from agent.plugin import PluginSpec
+from agent.registry import PluginSpec
 from plugins.modbus import SPEC as MODBUS
 from plugins.mqtt import SPEC as MQTT
 from plugins.opcua import SPEC as OPCUA

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.delivery.outbox import MemoryOutbox
+from agent.delivery.memory_store import MemoryOutbox
 from agent.errors import TransientError
 from agent.ops.metrics import MetricsSnapshot, SinkMetrics, render
 from agent.plugin import ComponentStatus, PluginContext, State
@@ -128,8 +128,10 @@ async def test_the_sink_fails_over_to_the_next_server_and_says_which(
             sub.close()
     sinks = [SinkMetrics("mqtt", "up", server=status.info["server"], failovers_total=1)]
     text = render(MetricsSnapshot(sinks=sinks))
-    assert f'edge_agent_sink_server_info{{sink="mqtt",server="{servers[1]}"}} 1' in text
-    assert 'edge_agent_sink_failovers_total{sink="mqtt"} 1' in text
+    info = [line for line in text.splitlines() if line.startswith("edge_agent_sink_server_info{")]
+    assert len(info) == 1 and f'server="{servers[1]}"' in info[0] and 'sink="mqtt"' in info[0]
+    assert info[0].endswith(" 1.0")
+    assert 'edge_agent_sink_failovers_total{sink="mqtt"} 1.0' in text
 
 
 def test_a_sink_with_one_host_shows_no_server_metrics() -> None:

@@ -18,7 +18,7 @@ PROTOCOL_LIBRARIES = ("asyncua", "pymodbus", "paho")
 # Lower layers first. A module may import its own layer and the layers before it, never a later one.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent", "agent.errors", "agent.records", "agent.config", "agent.config.base", "agent.config.sections"),
-    ("agent.plugin", "agent.supervise"),
+    ("agent.plugin", "agent.registry", "agent.supervise"),
     ("agent.config.load", "agent.config.reference"),
     ("agent.stream",),
     ("agent.delivery",),
@@ -157,6 +157,21 @@ def test_protocol_libraries_only_in_plugins() -> None:
         if target.split(".")[0] in PROTOCOL_LIBRARIES
     ]
     assert offending == []
+
+
+def test_modules_and_functions_stay_small() -> None:
+    too_long = []
+    for name, path in modules().items():
+        text = path.read_text(encoding="utf-8")
+        lines = text.count("\n")
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}.{node.name}: {length} lines")
+    assert too_long == []
 
 
 def test_every_package_says_what_it_owns() -> None:

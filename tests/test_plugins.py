@@ -25,7 +25,8 @@ import time
 from typing import Literal
 
 from agent.config.base import SourceConfig
-from agent.plugin import PluginSpec, Source
+from agent.plugin import Source
+from agent.registry import PluginSpec
 from agent.records import Reading
 
 
@@ -170,7 +171,7 @@ def test_config_reference_is_generated_from_the_models() -> None:
 
 
 def test_every_plugin_sample_config_is_valid(tmp_path: Path) -> None:
-    from agent.plugin import registry
+    from agent.registry import registry
 
     for kind in ("source", "sink"):
         specs = registry(kind)  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ from agent.config.base import SinkConfig, SourceConfig
 from agent.config.explain import explain_validation
 from agent.config.sections import AgentSection, BusConfig, HealthConfig, PipelineConfig
 from agent.errors import ConfigError, ConfigIssue
-from agent.plugin import registry
+from agent.registry import registry
 
 ENV_PREFIX = "EDGE_AGENT__"
 

@@ -21,7 +21,7 @@ from agent.config.sections import (
     PipelineConfig,
     WindowConfig,
 )
-from agent.plugin import registry
+from agent.registry import registry
 
 HEADER = """# Configuration reference
 

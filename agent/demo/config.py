@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.demo.broker import Broker
-from agent.plugin import tool
+from agent.registry import tool
 
 PREFIX = "edge-agent-demo"
 AGENT_ID = "demo"

@@ -15,7 +15,7 @@ import sys
 from importlib import metadata
 from urllib.parse import unquote, urlparse
 
-from agent.plugin import DIST
+from agent.registry import DIST
 
 
 def _origin() -> tuple[str, bool] | None:

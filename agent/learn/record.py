@@ -40,8 +40,9 @@ from agent.delivery.bus import Bus
 from agent.errors import ConfigError, ConfigIssue
 from agent.learn.progress import ProgressBar, human, stop_on_signals
 from agent.ops import logs
-from agent.plugin import PluginContext, Source, build
+from agent.plugin import PluginContext, Source
 from agent.records import Reading, numeric
+from agent.registry import build
 from agent.supervise import supervise
 
 Progress = Callable[[float, int], None]

@@ -126,7 +126,7 @@ def _keep(out: TrainingSet, rows: list[np.ndarray], windows: list[Any], batch: A
 
 def _replay(pipe: PipelineConfig, data: Path, opts: ReplaySettings) -> Any:
     """The replay plugin, found through the registry like any source: agent/ never imports plugins/."""
-    from agent.plugin import build, registry
+    from agent.registry import build, registry
 
     spec = registry("source")["replay"]
     replay_cfg = spec.config.model_validate(

@@ -126,28 +126,7 @@ class Observer:
             TagMetrics(tag, source, now - rt.last_good[tag] if tag in rt.last_good else math.inf)
             for tag, source in self.tag_source.items()
         ]
-        sinks = []
-        for k in rt.sinks.values():
-            st = k.outbox.stats
-            earlier, later = self._advance(self._appended, k.ctx.name, st.appended_bytes)
-            cap = k.cfg.outbox.max_bytes
-            sinks.append(
-                SinkMetrics(
-                    k.ctx.name,
-                    k.ctx.status.state.value,
-                    st.depth,
-                    st.depth_bytes,
-                    cap,
-                    dict(st.dropped),
-                    outage_hours(cap - st.depth_bytes, earlier, later),
-                    k.ctx.status.info.get("server"),
-                    int(k.ctx.status.counters.get("failovers", 0)),
-                    dict(st.dead_letters),
-                    st.disk_full,
-                    st.write_errors,
-                    st.damaged,
-                )
-            )
+        sinks = [self._sink(k) for k in rt.sinks.values()]
         pipelines = [
             PipelineMetrics(
                 p.name,
@@ -173,6 +152,27 @@ class Observer:
             bus=BusMetrics(bus.depth, bus.capacity, bus.dropped_readings),
             sinks=sinks,
             pipelines=pipelines,
+        )
+
+    def _sink(self, k: Any) -> SinkMetrics:
+        """One sink's figures: its state, its outbox, the server it is on."""
+        st = k.outbox.stats
+        earlier, later = self._advance(self._appended, k.ctx.name, st.appended_bytes)
+        cap = k.cfg.outbox.max_bytes
+        return SinkMetrics(
+            k.ctx.name,
+            k.ctx.status.state.value,
+            st.depth,
+            st.depth_bytes,
+            cap,
+            dict(st.dropped),
+            outage_hours(cap - st.depth_bytes, earlier, later),
+            k.ctx.status.info.get("server"),
+            int(k.ctx.status.counters.get("failovers", 0)),
+            dict(st.dead_letters),
+            st.disk_full,
+            st.write_errors,
+            st.damaged,
         )
 
     async def run(self) -> None:

@@ -4,5 +4,5 @@ Owns: ``core`` (``Runtime``: start order, the pipeline loop, shutdown and flush)
 a changed config on SIGHUP without losing buffered data).
 
 May import: everything below it (contracts, config, stream, delivery, ops). Never ``agent.learn``, the
-CLI or plugins (plugins are built through ``agent.plugin.build``).
+CLI or plugins (plugins are built through ``agent.registry.build``).
 """

@@ -26,8 +26,9 @@ from agent.delivery.envelope import iso
 from agent.delivery.outbox import Outbox
 from agent.ops import logs
 from agent.ops.observe import Observer
-from agent.plugin import State, build, tag_catalog
+from agent.plugin import State
 from agent.records import Reading
+from agent.registry import build, tag_catalog
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models
 from agent.runtime.reload import Reloading
 from agent.runtime.streaming import Streaming

@@ -5,7 +5,7 @@ Only ``config`` is imported here, so validating a config never imports pymodbus.
 
 from __future__ import annotations
 
-from agent.plugin import PluginSpec
+from agent.registry import PluginSpec
 from plugins.modbus.config import ModbusSourceConfig
 
 SPEC = PluginSpec(

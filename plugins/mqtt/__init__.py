@@ -3,7 +3,7 @@
 Imports only its config here, so ``edge-agent check`` does not import paho.
 """
 
-from agent.plugin import PluginSpec
+from agent.registry import PluginSpec
 from plugins.mqtt.config import MqttSinkConfig
 
 SPEC = PluginSpec(

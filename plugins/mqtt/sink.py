@@ -16,15 +16,11 @@ server in use is in the status (``info["server"]``, ``counters["failovers"]``) a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -33,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.errors import FatalError, TransientError
 from agent.plugin import PluginContext, Refused, Sink
 from agent.records import Envelope, Kind
+from plugins.mqtt.bridge import PahoBridge, Pending, close_socket, next_session
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.connect import connack_error, connect_error, connect_options, tls_context
 from plugins.mqtt.payloads import Encoder, Topics
@@ -40,17 +37,7 @@ from plugins.mqtt.servers import Server, ServerList, one_pass_error
 from plugins.mqtt.uns import Uns
 
 
-@dataclass
-class _Pending:
-    """The acknowledgements one ``publish`` call waits for."""
-
-    future: asyncio.Future[None]
-    remaining: int
-    refused: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, reason)
-    lost: str | None = None  # why the connection dropped before every acknowledgement came
-
-
-class MqttSink(Sink):
+class MqttSink(PahoBridge, Sink):
     """Publishes envelopes to ``{prefix}/{agent_id}/...`` and returns once the broker acknowledged them."""
 
     config: MqttSinkConfig
@@ -78,7 +65,7 @@ class MqttSink(Sink):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._connack: asyncio.Future[ReasonCode | str] | None = None  # str: why the connection dropped
-        self._waiting: dict[int, tuple[_Pending, int]] = {}
+        self._waiting: dict[int, tuple[Pending, int]] = {}
         self._acks: deque[tuple[int, str | None]] = deque()
         self._drain_scheduled = False
         self._probing = False  # check --connect: own client id, no will, no birth, no goodbye
@@ -213,7 +200,7 @@ class MqttSink(Sink):
             raise TransientError(f"not connected to broker {self._where}")
         if not items:
             return []  # nothing to wait for (UNS: every reading was older than its retained value)
-        pending = _Pending(self._loop.create_future(), len(items))
+        pending = Pending(self._loop.create_future(), len(items))
         for i, (topic, payload, qos, retain) in enumerate(items):
             info = client.publish(topic, payload, qos, retain)
             if info.rc is not MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -283,7 +270,7 @@ class MqttSink(Sink):
         try:
             await attempt
         except asyncio.CancelledError:
-            attempt.add_done_callback(lambda _: _close_socket(client))
+            attempt.add_done_callback(lambda _: close_socket(client))
             raise
         except OSError as exc:  # ssl.SSLError, socket.gaierror and TimeoutError are OSErrors too
             raise connect_error(exc, server.host, self._where) from exc
@@ -300,82 +287,3 @@ class MqttSink(Sink):
         client.disconnect()
         await asyncio.to_thread(client.loop_stop)
         self._client = None
-
-    # paho's network thread calls these three; they only hand over to the event loop.
-
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any
-    ) -> None:
-        self._threadsafe(self._connack_received, client, code)
-
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any
-    ) -> None:
-        self._threadsafe(
-            self._connection_lost, client, code.getName() if code is not None else "network error"
-        )
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, code: ReasonCode, props: Any) -> None:
-        self._acks.append((mid, f"0x{code.value:02X} {code.getName()}" if code.is_failure else None))
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            self._threadsafe(self._drain_acks)
-
-    def _threadsafe(self, callback: Any, *args: Any) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-                self._loop.call_soon_threadsafe(callback, *args)
-
-    def _connack_received(self, client: mqtt.Client, code: ReasonCode) -> None:
-        if client is self._client and self._connack is not None and not self._connack.done():
-            self._connack.set_result(code)
-
-    def _drain_acks(self) -> None:
-        self._drain_scheduled = False  # before draining: an ack queued from now on schedules a new drain
-        while self._acks:
-            mid, refused = self._acks.popleft()
-            waiting = self._waiting.pop(mid, None)
-            if waiting is None:
-                continue
-            pending, index = waiting
-            if refused:
-                pending.refused.append((index, refused))
-            pending.remaining -= 1
-            if pending.remaining == 0 and not pending.future.done():
-                pending.future.set_result(None)
-
-    def _connection_lost(self, client: mqtt.Client, reason: str) -> None:
-        if client is not self._client:
-            return  # a late word from the previous connection's client
-        self._connected = False
-        if self._connack is not None and not self._connack.done():
-            self._connack.set_result(reason)
-        for pending, _ in self._waiting.values():
-            if not pending.future.done():
-                pending.lost = reason
-                pending.future.set_result(None)
-        self._waiting.clear()
-
-
-def next_session(state_dir: Path, sink: str) -> int:
-    """The next session number of this sink, kept in ``state_dir`` so it grows across restarts too.
-
-    A consumer keeps, per agent, the status of the highest session, and within one session ``offline``
-    over ``online``: the will is composed at connect time, so its ``ts`` is older than the birth's.
-    """
-    path = state_dir / f"mqtt-session-{sink}"
-    try:
-        last = int(path.read_text().strip() or 0)
-    except (OSError, ValueError):
-        last = 0
-    with contextlib.suppress(OSError):
-        state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(f"{last + 1}\n")
-        os.replace(tmp, path)
-    return last + 1
-
-
-def _close_socket(client: mqtt.Client) -> None:
-    if (sock := client.socket()) is not None:
-        sock.close()

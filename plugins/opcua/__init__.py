@@ -5,7 +5,7 @@ Only ``config`` is imported here, so ``edge-agent check`` does not import asyncu
 
 from __future__ import annotations
 
-from agent.plugin import PluginSpec
+from agent.registry import PluginSpec
 from plugins.opcua.config import OpcUaSourceConfig
 
 SPEC = PluginSpec(

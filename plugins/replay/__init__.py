@@ -1,6 +1,6 @@
 """Replay source: recorded readings from CSV or JSONL, as fast as possible or paced."""
 
-from agent.plugin import PluginSpec
+from agent.registry import PluginSpec
 from plugins.replay.config import ReplayConfig
 
 SPEC = PluginSpec(

@@ -1,6 +1,6 @@
 """What the simulator offers other packages (``edge-agent demo``) through the ``edge_agent.tools`` entry point.
 
-``agent`` never imports ``plugins``; the demo asks ``agent.plugin.tool("simulator")`` for this module.
+``agent`` never imports ``plugins``; the demo asks ``agent.registry.tool("simulator")`` for this module.
 Importing it imports neither protocol library: ``run_simulator`` imports them when called.
 """
 

@@ -3,7 +3,7 @@
 Imports only its config here, so ``edge-agent check`` does not import paho or protobuf.
 """
 
-from agent.plugin import PluginSpec
+from agent.registry import PluginSpec
 from plugins.sparkplug.config import SparkplugSinkConfig
 
 SPEC = PluginSpec(

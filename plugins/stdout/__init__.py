@@ -1,6 +1,6 @@
 """Sinks that write messages as JSON lines: to standard output, or appended to a file."""
 
-from agent.plugin import PluginSpec
+from agent.registry import PluginSpec
 from plugins.stdout.config import JsonlConfig, StdoutConfig
 
 STDOUT = PluginSpec(
