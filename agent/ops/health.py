@@ -47,16 +47,21 @@ def readiness(sources: Iterable[ComponentStatus], sinks: Iterable[ComponentStatu
     """The usual ``ready()``: every source up, every sink connected or buffering into its outbox.
 
     A sink that is down still counts: its outbox keeps what it cannot deliver yet. Only a stopped
-    sink does not. The reason names what is being waited for, with its last error.
+    sink does not, nor one whose peer accepts the connection but acknowledges nothing (counter
+    ``stalled``: a broker that never sends PUBACK, issue 11 item 9). The reason names what is being
+    waited for, with its last error.
     """
     waiting = [s for s in sources if s.state is not State.UP]
+    sinks = list(sinks)
     stopped = [s for s in sinks if s.state is State.STOPPED]
-    if not waiting and not stopped:
+    stalled = [s for s in sinks if s.counters.get("stalled")]
+    if not waiting and not stopped and not stalled:
         return True, "sources up, sinks connected or buffering"
     parts = [
         f"{s.kind} {s.name} is {s.state}" + (f" ({s.last_error})" if s.last_error else "") for s in waiting
     ]
     parts += [f"sink {s.name} is stopped" for s in stopped]
+    parts += [f"sink {s.name} is connected but nothing is acknowledged" for s in stalled]
     return False, "; ".join(parts)
 
 

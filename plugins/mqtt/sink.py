@@ -91,9 +91,10 @@ class MqttSink(Sink):
             if code.is_failure:
                 raise connack_error(code, self._where)
             self._connected = True
-            self.ctx.log.info(
-                "connected", broker=self._where, protocol=self.config.protocol, tls=self.config.tls
-            )
+            if not self.ctx.status.episode_failures:  # once, not at every retry of a failing episode
+                self.ctx.log.info(
+                    "connected", broker=self._where, protocol=self.config.protocol, tls=self.config.tls
+                )
             birth = self.encoder.presence("online", time.time(), self.ctx.info)
             await self._send([(self.topics.status, birth, self._qos[Kind.STATUS], self.config.retain_status)])
         except BaseException:
@@ -143,7 +144,9 @@ class MqttSink(Sink):
             self._waiting[info.mid] = pending
         done, _ = await asyncio.wait((pending.future,), timeout=self.config.ack_timeout)
         if not done:
+            self.ctx.status.counters["stalled"] = 1  # connected, but nothing is delivered: not ready
             raise TransientError(f"broker {self._where} acknowledged nothing within ack_timeout")
+        self.ctx.status.counters["stalled"] = 0
         if pending.lost is not None:
             raise TransientError(f"connection to broker {self._where} lost: {pending.lost}")
         if pending.refused:
