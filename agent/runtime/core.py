@@ -32,6 +32,7 @@ from agent.plugin import ComponentStatus, State, build
 from agent.records import Kind, Message, Reading, numeric
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models, route_table
 from agent.runtime.reload import Reloading
+from agent.runtime.resume import WindowMarks
 from agent.stream.eventtime import EventTimeGuard
 from agent.stream.pipeline import Batch, Pipeline
 from agent.supervise import supervise
@@ -63,6 +64,7 @@ class Runtime(Reloading):
         self._tg: asyncio.TaskGroup | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._pending_readings: dict[str, list[Reading]] = {}
+        self.marks = WindowMarks(cfg.agent.state_dir / "windows.json")  # names the gap a restart left
 
     @property
     def wants_readings(self) -> bool:
@@ -133,6 +135,7 @@ class Runtime(Reloading):
                 await self.bus.close()
                 await pipes
                 housekeeping.cancel()
+                await asyncio.to_thread(self.marks.save)
                 self._emit([self._status_message()])
                 await self._flush()
                 observe.cancel()
@@ -219,7 +222,9 @@ class Runtime(Reloading):
             for pipe in self.pipelines:
                 windows = pipe.windower.take()
                 if windows:
-                    self._emit(await self._score(pipe, pipe.featurize(windows)))
+                    messages = await self._score(pipe, pipe.featurize(windows))
+                    self.marks.stamp(messages)
+                    self._emit(messages)
         self._flush_readings()
 
     async def _score(self, pipe: Pipeline, batch: Batch) -> list[Message]:
@@ -262,6 +267,8 @@ class Runtime(Reloading):
             await asyncio.sleep(tick)
             now = time.monotonic()
             self._flush_readings()
+            if self.marks.dirty:
+                await asyncio.to_thread(self.marks.save)
             if now >= next_models:
                 next_models = now + agent.model_check_interval
                 self.refresh_models()
