@@ -61,3 +61,28 @@ async def test_a_frozen_server_is_the_watchdog_case(tmp_path: Path, mode: str) -
     assert len(lost) == 1 and "connected but silent" in lost[0]["error"], [
         (e["event"], e.get("error")) for e in logs
     ]
+
+
+async def test_a_deleted_node_is_bad_and_picked_up_again_when_recreated(tmp_path: Path) -> None:
+    from asyncua import ua
+
+    from tests.opcua_server import plant_server
+
+    port = free_port()
+    async with plant_server(port) as plant:
+        tags = plant_tags("Line1.V0", "Line1.V1")
+        source, got = make_source(port, tmp_path, tags, item_check_interval=0.3), Collector()
+        with capture_logs() as logs:
+            async with running(source.run(got)):
+                await got.wait_for(lambda: got.latest("v1") is not None)
+                await plant.server.delete_nodes([plant.server.get_node(plant.nodes[1])])
+                await got.wait_for(lambda: (r := got.latest("v1")) is not None and r.quality is Quality.BAD)
+                assert got.latest("v1").reason == "BadNodeIdUnknown"  # type: ignore[union-attr]
+                folder = plant.server.get_node(ua.NodeId("Line1", plant.ns))
+                await folder.add_variable(plant.nodes[1], "V1", ua.Variant(42.0, ua.VariantType.Double))
+                await got.wait_for(lambda: (r := got.latest("v1")) is not None and r.value == 42.0)
+                await plant.set_one(1, 43.0)  # and its changes flow again through the subscription
+                await got.wait_for(lambda: (r := got.latest("v1")) is not None and r.value == 43.0)
+    events = [e["event"] for e in logs]
+    assert events.count("node gone from the server") == 1
+    assert events.count("monitored item re-created") == 1

@@ -28,6 +28,7 @@ from agent.plugin import Emit, PluginContext
 from agent.records import Reading, bad
 from plugins.opcua import status
 from plugins.opcua.config import OpcUaSourceConfig, OpcUaTag
+from plugins.opcua.items import ItemCheck, nodes_by_tag
 
 _TRIGGERS = {
     "status": ua.DataChangeTrigger.Status,
@@ -96,6 +97,8 @@ class SubscriptionLoop:
         self.consumed = 0
         self._sub: Subscription | None = None
         self._started = time.monotonic()
+        self.server_handles: dict[str, int] = {}
+        self.check: ItemCheck | None = None
 
     async def _subscribe(self) -> Subscription:
         params = ua.CreateSubscriptionParameters(
@@ -130,6 +133,7 @@ class SubscriptionLoop:
                     refused.append(bad(tag.name, now, result.name))
                 else:
                     handles[req.RequestedParameters.ClientHandle] = tag.name
+                    self.server_handles[tag.name] = int(result)
         return handles, refused
 
     async def run(self, emit: Emit, nodes: Sequence[tuple[OpcUaTag, ua.NodeId]]) -> None:
@@ -147,6 +151,10 @@ class SubscriptionLoop:
         self.ctx.mark_up()
         started = self._started = time.monotonic()
         self._sub = sub
+        request = lambda tag, node, handle: _request(self.cfg, tag, node, handle)  # noqa: E731
+        check = self.check = ItemCheck(
+            self.cfg, self.ctx, self.client, sub, handles, self.server_handles, nodes_by_tag(nodes), request
+        )
         tick = min(1.0, max(0.05, self.silence_s / 4))
         # asyncua's iterator hands out one event per await; reading its queue lets us drain what is
         # ready in one go. Not next_event(): its wait_for can swallow a cancellation on 3.11 (gh-86296).
@@ -162,7 +170,11 @@ class SubscriptionLoop:
             if events:
                 readings = self._readings(events, handles)
                 if readings:
+                    check.seen(readings)
                     await emit(readings)
+            checked = await check()
+            if checked:
+                await emit(checked)
             self._watchdog(sub, started)
 
     def _readings(self, events: list[Any], handles: dict[int, str]) -> list[Reading]:
