@@ -4,13 +4,19 @@ Each source and sink runs inside ``supervise``: when its coroutine raises, the s
 (at the first failure of an episode), sleeps and runs it again; when the component calls
 ``ctx.mark_up()`` the episode ends with one "recovered" line and the backoff resets.
 
-The schedule after a loss (issue 11 item 9): the first ``fast`` attempts wait ``uniform(0, base)``
-(0-0.5 s by default), so a short outage is over within a second or two of the peer answering again;
-then ``uniform(0, min(cap, base * 2**(attempt - fast)))``: 1, 2, 4, 8, 16, then 30 s ceilings.
-A component that fails again less than ``stable_s`` after coming up, twice in a row, is flapping (a broker that drops
-every connection after a second): the backoff is not reset, so it grows to the cap, and one
-"connection unstable" line replaces the lost/recovered pair of each cycle until it stays up. ``FatalError`` is retried too, at the cap, because the fix (a password, a trusted
-certificate) usually happens on the other side while the agent keeps running.
+The schedule after a loss (issue 11 item 9) grows with the outage, not with the number of attempts:
+the delay is ``uniform(0, ceiling)`` with ``ceiling = min(cap, max(base, down_for / 4))``, where
+``down_for`` is the time since the first failure of the episode. So the agent is back at most a quarter
+of the outage after the peer answers again (0.5 s for outages up to 2 s, 5 s for 20 s, 30 s from two
+minutes on), and a peer refusing connections at once is not hammered: a dozen attempts in the first
+minute. (It was 0.5 s doubling per attempt to 30 s: instant refusals burned the short delays in a
+second, and a 10 s outage could take 16-30 s to recover from.)
+
+A component that fails again less than ``stable_s`` after coming up, twice in a row, is flapping (a
+broker that drops every connection after a second): the backoff is not reset, so it grows to the cap,
+and one "connection unstable" line replaces the lost/recovered pair of each cycle until it stays up.
+``FatalError`` is retried too, at the cap, because the fix (a password, a trusted certificate) usually
+happens on the other side while the agent keeps running.
 """
 
 from __future__ import annotations
@@ -28,30 +34,37 @@ from agent.plugin import ComponentStatus, State
 
 @dataclass
 class Backoff:
-    """Full-jitter exponential backoff (AWS architecture blog, "Exponential Backoff And Jitter").
+    """Full-jitter backoff whose ceiling grows with the outage (see the module docstring).
 
     Attributes:
-        base: the first ceiling in seconds.
+        base: the smallest ceiling in seconds.
         cap: the largest ceiling in seconds.
+        fraction: the ceiling as a share of the time down so far.
+        stable_s: up for less than this and failing again counts as flapping.
+        clock: monotonic seconds; tests pass a fake one.
     """
 
     base: float = 0.5
     cap: float = 30.0
     attempt: int = 0
     rng: random.Random = field(default_factory=random.Random)
-    fast: int = 4
+    fraction: float = 0.25
     stable_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    since: float | None = None
 
     def next_delay(self) -> float:
-        """The delay before the next try; after ``fast`` tries each call raises the ceiling to the cap."""
-        ceiling = min(self.cap, self.base * (2 ** min(max(0, self.attempt - self.fast + 1), 30)))
-        if self.attempt < self.fast:
-            ceiling = min(self.cap, self.base)
+        """The delay before the next try: ``uniform(0, min(cap, max(base, down_for * fraction)))``."""
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        ceiling = min(self.cap, max(self.base, (now - self.since) * self.fraction))
         self.attempt += 1
         return self.rng.uniform(0, ceiling)
 
     def reset(self) -> None:
         self.attempt = 0
+        self.since = None
 
 
 def describe(exc: BaseException) -> str:

@@ -17,14 +17,29 @@ from agent.supervise import Backoff, supervise
 from tests.mosquitto import eventually
 
 
-def test_the_first_attempts_after_a_loss_are_fast_then_it_doubles_to_the_cap() -> None:
-    b = Backoff(rng=random.Random(1))
-    ceilings = []
-    for _ in range(12):
-        b.rng = random.Random(0)  # uniform(0, c) with the same draw: ratios show the ceilings
-        ceilings.append(b.next_delay())
-    ratio = [round(c / ceilings[0], 3) for c in ceilings]
-    assert ratio == [1, 1, 1, 1, 2, 4, 8, 16, 32, 60, 60, 60]  # 0.5 s x4, then 1, 2, 4, 8, 16, 30 s
+def test_the_retry_ceiling_is_a_quarter_of_the_time_down_between_half_a_second_and_30_s() -> None:
+    now = 0.0
+    b = Backoff(rng=random.Random(1), clock=lambda: now)
+    ceilings = {}
+    for down_for in (0, 1, 2, 8, 20, 60, 119, 120, 3600):
+        now = down_for
+        b.rng = random.Random(0)  # the same draw each time: the delays are proportional to the ceiling
+        ceilings[down_for] = b.next_delay()
+    unit = ceilings[0] / 0.5
+    assert {k: round(v / unit, 3) for k, v in ceilings.items()} == {
+        0: 0.5,
+        1: 0.5,
+        2: 0.5,
+        8: 2.0,
+        20: 5.0,
+        60: 15.0,
+        119: 29.75,
+        120: 30.0,
+        3600: 30.0,
+    }
+    b.reset()
+    now = 4000.0
+    assert b.next_delay() <= 0.5  # a new episode starts gently
 
 
 async def test_a_peer_that_drops_every_connection_soon_is_logged_once() -> None:
