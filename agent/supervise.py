@@ -98,6 +98,12 @@ async def supervise(
             status.set(State.STOPPED)
             raise
         except Exception as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # 3.11's wait_for can turn a cancellation that races with a timeout into the timeout
+                # (cpython #86296); a library using it must not make us retry after a stop
+                status.set(State.STOPPED)
+                raise asyncio.CancelledError from exc
             was_up = status.state is State.UP
             flapped = was_up and time.time() - status.since < backoff.stable_s
             if was_up and not flapped:
