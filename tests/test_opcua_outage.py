@@ -63,6 +63,8 @@ async def test_a_frozen_server_is_the_watchdog_case(tmp_path: Path, mode: str) -
     ]
 
 
+# asyncua's server forgets to await the notification of a deleted node: the bug this test works around.
+@pytest.mark.filterwarnings("ignore:coroutine 'MonitoredItemService.datachange_callback':RuntimeWarning")
 async def test_a_deleted_node_is_bad_and_picked_up_again_when_recreated(tmp_path: Path) -> None:
     from asyncua import ua
 
