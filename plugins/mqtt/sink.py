@@ -91,7 +91,8 @@ class MqttSink(Sink):
             if code.is_failure:
                 raise connack_error(code, self._where)
             self._connected = True
-            if not self.ctx.status.episode_failures:  # once, not at every retry of a failing episode
+            status = self.ctx.status
+            if not status.episode_failures and not status.flapping:  # once, not at every retry
                 self.ctx.log.info(
                     "connected", broker=self._where, protocol=self.config.protocol, tls=self.config.tls
                 )
