@@ -49,6 +49,7 @@ class ComponentStatus:
     last_error: str | None = None
     failures: int = 0
     episode_failures: int = 0  # failures since the component was last UP
+    flapping: bool = False  # it keeps failing soon after coming up (see agent.supervise)
     counters: dict[str, float] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)  # e.g. the broker a sink is connected to
 
@@ -87,7 +88,7 @@ class PluginContext:
         status = self.status
         if status.state is State.UP:
             return
-        if status.episode_failures:
+        if status.episode_failures and not status.flapping:
             self.log.info(
                 "recovered",
                 after_failures=status.episode_failures,

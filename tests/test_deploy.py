@@ -22,7 +22,8 @@ import pytest
 import yaml  # in the [dev] extra, so the compose tests run instead of skipping
 
 from agent.config.sections import HealthConfig
-from agent.ops.health import HealthServer, LoopMonitor
+from agent.ops.health import HealthServer
+from agent.ops.measure import LoopMonitor
 from agent.ops.metrics import MetricsSnapshot
 from tests.conftest import free_port
 

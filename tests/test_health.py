@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config.sections import HealthConfig
 from agent.errors import FatalError
-from agent.ops.health import HealthServer, LoopMonitor, readiness
+from agent.ops.health import HealthServer, readiness
+from agent.ops.measure import LoopMonitor
 from agent.ops.metrics import (
     CONTENT_TYPE,
     BusMetrics,

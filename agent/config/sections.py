@@ -45,7 +45,12 @@ class AgentSection(Model):
     )
     status_interval: Duration = Field(default=30.0, description="How often a status message is published.")
     readings_interval: Duration = Field(
-        default=1.0, description="Raw readings for sinks that take them are batched over this interval."
+        default=0.1,
+        gt=0,
+        description=(
+            "Raw readings for sinks that take them are batched over this interval, then appended to the "
+            "outbox: a kill -9 loses at most the readings of this last interval (issue 11 item 7)."
+        ),
     )
     model_check_interval: Duration = Field(
         default=5.0, description="How often model files are checked for changes (hot swap)."

@@ -34,6 +34,7 @@ import structlog
 from agent.config.sections import HealthConfig
 from agent.errors import FatalError
 from agent.ops.http import WRITE_DEADLINE_S, App, Request, Response, answer, json_answer, read_request
+from agent.ops.measure import LoopMonitor
 from agent.ops.metrics import CONTENT_TYPE, MetricsSnapshot, render
 from agent.plugin import ComponentStatus, State
 
@@ -50,47 +51,22 @@ def readiness(sources: Iterable[ComponentStatus], sinks: Iterable[ComponentStatu
     """The usual ``ready()``: every source up, every sink connected or buffering into its outbox.
 
     A sink that is down still counts: its outbox keeps what it cannot deliver yet. Only a stopped
-    sink does not. The reason names what is being waited for, with its last error.
+    sink does not, nor one whose peer accepts the connection but acknowledges nothing (counter
+    ``stalled``: a broker that never sends PUBACK, issue 11 item 9). The reason names what is being
+    waited for, with its last error.
     """
     waiting = [s for s in sources if s.state is not State.UP]
+    sinks = list(sinks)
     stopped = [s for s in sinks if s.state is State.STOPPED]
-    if not waiting and not stopped:
+    stalled = [s for s in sinks if s.counters.get("stalled")]
+    if not waiting and not stopped and not stalled:
         return True, "sources up, sinks connected or buffering"
     parts = [
         f"{s.kind} {s.name} is {s.state}" + (f" ({s.last_error})" if s.last_error else "") for s in waiting
     ]
     parts += [f"sink {s.name} is stopped" for s in stopped]
+    parts += [f"sink {s.name} is connected but nothing is acknowledged" for s in stalled]
     return False, "; ".join(parts)
-
-
-class LoopMonitor:
-    """Measures event loop lag with a ticker task: how late each ``interval`` sleep wakes up.
-
-    ``lag()`` is safe to call from any thread; while the loop is stuck, it grows with the time since
-    the tick was due, so the stall shows even before the ticker runs again.
-    """
-
-    def __init__(self, max_lag: float, interval: float | None = None) -> None:
-        self.max_lag = max_lag
-        self.interval = interval if interval is not None else min(0.25, max_lag / 4)
-        self._due: float | None = None
-        self._last_lag = 0.0
-
-    def lag(self) -> float:
-        """Seconds the loop is (or last was) late; 0.0 before the ticker first ran."""
-        if self._due is None:
-            return 0.0
-        return max(self._last_lag, time.monotonic() - self._due)
-
-    def responsive(self) -> bool:
-        return self.lag() <= self.max_lag
-
-    async def run(self) -> None:
-        """Tick until cancelled."""
-        while True:
-            self._due = time.monotonic() + self.interval
-            await asyncio.sleep(self.interval)
-            self._last_lag = max(0.0, time.monotonic() - self._due)
 
 
 class HealthServer:

@@ -1,10 +1,12 @@
-"""Small measurements the observer keeps between scrapes: a latency histogram and counter rates."""
+"""Small measurements the observer keeps: event loop lag, a latency histogram and counter rates."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -70,3 +72,33 @@ def outage_hours(free_bytes: float, earlier: Sample, later: Sample) -> float:
     """
     per_hour = rate_per_second(earlier, later) * 3600.0
     return math.inf if per_hour <= 0 else max(0.0, free_bytes) / per_hour
+
+
+class LoopMonitor:
+    """Measures event loop lag with a ticker task: how late each ``interval`` sleep wakes up.
+
+    ``lag()`` is safe to call from any thread; while the loop is stuck, it grows with the time since
+    the tick was due, so the stall shows even before the ticker runs again.
+    """
+
+    def __init__(self, max_lag: float, interval: float | None = None) -> None:
+        self.max_lag = max_lag
+        self.interval = interval if interval is not None else min(0.25, max_lag / 4)
+        self._due: float | None = None
+        self._last_lag = 0.0
+
+    def lag(self) -> float:
+        """Seconds the loop is (or last was) late; 0.0 before the ticker first ran."""
+        if self._due is None:
+            return 0.0
+        return max(self._last_lag, time.monotonic() - self._due)
+
+    def responsive(self) -> bool:
+        return self.lag() <= self.max_lag
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        while True:
+            self._due = time.monotonic() + self.interval
+            await asyncio.sleep(self.interval)
+            self._last_lag = max(0.0, time.monotonic() - self._due)

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from agent.delivery.envelope import iso
 from agent.ops import logs
-from agent.ops.health import HealthServer, LoopMonitor, readiness
-from agent.ops.measure import Histogram, Sample, outage_hours, rate_per_second
+from agent.ops.health import HealthServer, readiness
+from agent.ops.measure import Histogram, LoopMonitor, Sample, outage_hours, rate_per_second
 from agent.ops.metrics import (
     BusMetrics,
     MetricsSnapshot,

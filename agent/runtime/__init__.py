@@ -1,7 +1,8 @@
 """The runtime: wires one config into sources -> bus -> pipelines -> outboxes -> sinks in a TaskGroup.
 
-Owns: ``core`` (``Runtime``: start order, the pipeline loop, shutdown and flush) and ``reload`` (applying
-a changed config on SIGHUP without losing buffered data).
+Owns: ``core`` (``Runtime``: start order, the pipeline loop, shutdown and flush), ``reload`` (applying
+a changed config on SIGHUP without losing buffered data) and ``resume`` (naming the window span a
+restart missed).
 
 May import: everything below it (contracts, config, stream, delivery, ops). Never ``agent.learn``, the
 CLI or plugins (plugins are built through ``agent.registry.build``).

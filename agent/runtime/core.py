@@ -31,6 +31,7 @@ from agent.records import Reading
 from agent.registry import build, tag_catalog
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models
 from agent.runtime.reload import Reloading
+from agent.runtime.resume import WindowMarks
 from agent.runtime.streaming import Streaming
 from agent.stream.alerts import tag_units
 from agent.stream.eventtime import EventTimeGuard
@@ -69,6 +70,7 @@ class Runtime(Streaming, Reloading):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._pending_readings: dict[str, list[Reading]] = {}
         self._readings_sent = False
+        self.marks = WindowMarks(cfg.agent.state_dir / "windows.json")  # names the gap a restart left
 
     def start_sink(self, cfg: SinkConfig, outbox: Outbox | None = None) -> None:
         """Create the sink and its delivery task; reuse ``outbox`` (a reload keeps what it holds)."""
@@ -138,6 +140,7 @@ class Runtime(Streaming, Reloading):
                 await self.bus.close()
                 await pipes
                 housekeeping.cancel()
+                await asyncio.to_thread(self.marks.save)
                 self._emit([self.observer.status_message()])
                 await self._flush()
                 observe.cancel()

@@ -18,6 +18,7 @@ from agent.delivery.bus import Bus
 from agent.ops.observe import Observer
 from agent.records import Kind, Message, Reading
 from agent.runtime.parts import SinkRun
+from agent.runtime.resume import WindowMarks
 from agent.stream.pipeline import Batch, Pipeline, Router
 
 
@@ -35,6 +36,7 @@ class Streaming:
     _pool: ThreadPoolExecutor
     _pending_readings: dict[str, list[Reading]]
     _readings_sent: bool
+    marks: WindowMarks
 
     @property
     def wants_readings(self) -> bool:
@@ -70,7 +72,9 @@ class Streaming:
             for pipe in self.pipelines:
                 windows = pipe.windower.take()
                 if windows:
-                    self._emit(await self._score(pipe, pipe.featurize(windows)))
+                    messages = await self._score(pipe, pipe.featurize(windows))
+                    self.marks.stamp(messages)
+                    self._emit(messages)
         self._flush_readings()
 
     async def _score(self, pipe: Pipeline, batch: Batch) -> list[Message]:
@@ -113,6 +117,8 @@ class Streaming:
             await asyncio.sleep(tick)
             now = loop.time()
             self._flush_readings()
+            if self.marks.dirty:
+                await asyncio.to_thread(self.marks.save)
             if now >= next_models:
                 next_models = now + agent.model_check_interval
                 await self.refresh_models()

@@ -68,6 +68,10 @@ class DeviceLoop:
             try:
                 readings = await self.poller.poll()
             except PluginError as exc:
+                if task is not None and task.cancelling():
+                    # a cancellation that raced with a timeout came back as one (cpython #86296): a
+                    # busy CI machine hung here for good, polling a dead device after the test ended
+                    raise asyncio.CancelledError from exc
                 delay = self.backoff.next_delay()
                 self._failed(exc, delay)
                 await emit(self.poller.all_bad(describe(exc)))

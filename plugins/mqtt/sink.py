@@ -135,9 +135,10 @@ class MqttSink(PahoBridge, Sink):
         status.counters["server_index"] = servers.listed.index(server)
         status.counters["failovers"] = moves = servers.failovers
         more = {"failovers": moves} if len(servers) > 1 else {}
-        self.ctx.log.info(
-            "connected", broker=server.where, protocol=self.config.protocol, tls=server.tls, **more
-        )
+        if not status.episode_failures and not status.flapping:  # once, not at every retry (issue 11)
+            self.ctx.log.info(
+                "connected", broker=server.where, protocol=self.config.protocol, tls=server.tls, **more
+            )
 
     async def probe(self) -> None:
         """Connect as ``{client id}-check-{pid}`` and leave, publishing nothing: the broker would drop a
@@ -208,7 +209,9 @@ class MqttSink(PahoBridge, Sink):
             self._waiting[info.mid] = (pending, i)
         done, _ = await asyncio.wait((pending.future,), timeout=self.config.ack_timeout)
         if not done:
+            self.ctx.status.counters["stalled"] = 1  # connected, but nothing is delivered: not ready
             raise TransientError(f"broker {self._where} acknowledged nothing within ack_timeout")
+        self.ctx.status.counters["stalled"] = 0
         if pending.lost is not None:
             raise TransientError(f"connection to broker {self._where} lost: {pending.lost}")
         return pending.refused

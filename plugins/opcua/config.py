@@ -89,6 +89,12 @@ class OpcUaSourceConfig(SourceConfig):
         description="Re-create the client when nothing (data, keep-alive, status) arrived for this many "
         "keep-alive periods.",
     )
+    item_check_interval: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="Subscription mode: a monitored item silent this long is checked with a Read; a deleted "
+        "node becomes BAD, and an item whose node answers again (recreated) or changed unnoticed is re-created.",
+    )
     buffer: int = Field(
         default=100_000,
         ge=100,

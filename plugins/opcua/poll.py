@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from asyncua import Client, ua
 
+from agent.errors import TransientError
 from agent.plugin import Emit, PluginContext
 from agent.records import Reading
 from plugins.opcua import status
@@ -48,7 +49,13 @@ async def run_poll(
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while True:
-        readings = await read_batched(client, nodes, cfg.batch_size)
+        try:
+            readings = await read_batched(client, nodes, cfg.batch_size)
+        except TimeoutError as exc:  # the session was fine a poll ago: a frozen server or a black hole
+            raise TransientError(
+                f"{cfg.endpoint} did not answer a Read within {cfg.request_timeout:g} s "
+                "(connected but silent); re-creating the client"
+            ) from exc
         ctx.mark_up()
         ctx.status.count("readings", len(readings))
         if readings:

@@ -5,6 +5,10 @@
 the connection fails. It never reconnects by itself: it raises ``TransientError`` and the
 supervisor runs it again, which re-creates the client, the subscription and the monitored items,
 and retries tags that were bad on the previous connection.
+
+A gap is visible, not silent (issue 11 item 7): every failed run (the loss, then each failed
+reconnect) emits a BAD reading per tag with the reason, so an outage shows as BAD markers at the
+retry cadence (see ``agent.supervise``), as Modbus does, instead of as nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ class OpcUaSource(Source):
         return nodes, missing
 
     async def run(self, emit: Emit) -> None:
+        try:
+            await self._run(emit)
+        except (TransientError, FatalError) as exc:
+            now = time.time()
+            await emit([bad(tag.name, now, str(exc)[:200]) for tag, _ in self._refs])
+            raise
+
+    async def _run(self, emit: Emit) -> None:
         cfg = self.config
         client = await open_client(cfg, self.ctx.state_dir, self.ctx.log)
         try:

@@ -28,6 +28,7 @@ from agent.plugin import Emit, PluginContext
 from agent.records import Reading, bad
 from plugins.opcua import status
 from plugins.opcua.config import OpcUaSourceConfig, OpcUaTag
+from plugins.opcua.items import ItemCheck, nodes_by_tag
 
 _TRIGGERS = {
     "status": ua.DataChangeTrigger.Status,
@@ -94,6 +95,10 @@ class SubscriptionLoop:
         self.silence_s = cfg.watchdog_periods * self.keepalive_count * cfg.publishing_interval
         self.counter = _Counter()
         self.consumed = 0
+        self._sub: Subscription | None = None
+        self._started = time.monotonic()
+        self.server_handles: dict[str, int] = {}
+        self.check: ItemCheck | None = None
 
     async def _subscribe(self) -> Subscription:
         params = ua.CreateSubscriptionParameters(
@@ -128,6 +133,7 @@ class SubscriptionLoop:
                     refused.append(bad(tag.name, now, result.name))
                 else:
                     handles[req.RequestedParameters.ClientHandle] = tag.name
+                    self.server_handles[tag.name] = int(result)
         return handles, refused
 
     async def run(self, emit: Emit, nodes: Sequence[tuple[OpcUaTag, ua.NodeId]]) -> None:
@@ -143,7 +149,12 @@ class SubscriptionLoop:
             await emit(refused)
         self.ctx.status.counters["monitored_items"] = len(handles)
         self.ctx.mark_up()
-        started = time.monotonic()
+        started = self._started = time.monotonic()
+        self._sub = sub
+        request = lambda tag, node, handle: _request(self.cfg, tag, node, handle)  # noqa: E731 - binds cfg for ItemCheck
+        check = self.check = ItemCheck(
+            self.cfg, self.ctx, self.client, sub, handles, self.server_handles, nodes_by_tag(nodes), request
+        )
         tick = min(1.0, max(0.05, self.silence_s / 4))
         # asyncua's iterator hands out one event per await; reading its queue lets us drain what is
         # ready in one go. Not next_event(): its wait_for can swallow a cancellation on 3.11 (gh-86296).
@@ -159,7 +170,11 @@ class SubscriptionLoop:
             if events:
                 readings = self._readings(events, handles)
                 if readings:
+                    check.seen(readings)
                     await emit(readings)
+            checked = await check()
+            if checked:
+                await emit(checked)
             self._watchdog(sub, started)
 
     def _readings(self, events: list[Any], handles: dict[int, str]) -> list[Reading]:
@@ -173,18 +188,29 @@ class SubscriptionLoop:
             elif isinstance(event, StatusChangeEvent):
                 code = event.notification.Status
                 if code is not None and not code.is_good():
-                    raise TransientError(f"{self.cfg.endpoint} ended the subscription: {code.name}")
+                    raise self._lost(f"{self.cfg.endpoint} ended the subscription: {code.name}")
             elif event is None:
                 raise TransientError(f"subscription on {self.cfg.endpoint} was closed")
         self.consumed += len(events)
         self.ctx.status.count("readings", len(out))
         return out
 
+    def _lost(self, what: str) -> TransientError:
+        """``what`` happened; when the server had been silent for a keep-alive period before it (a
+        frozen server: asyncua's probe or its BadShutdown may fire before our watchdog), it is the
+        documented watchdog case, and said so."""
+        last = self._sub.last_publish_at if self._sub is not None else None
+        silent = time.monotonic() - max(last or self._started, self._started)
+        if silent > self.keepalive_count * self.cfg.publishing_interval + self.cfg.publishing_interval:
+            return TransientError(
+                f"{self.cfg.endpoint} sent no data or keep-alive for {silent:.0f} s (connected but "
+                f"silent; then {what}); re-creating the client"
+            )
+        return TransientError(what)
+
     def _watchdog(self, sub: Subscription, started: float) -> None:
         if self.client.uaclient.state is not UaClientState.CONNECTED:
-            raise TransientError(
-                f"connection to {self.cfg.endpoint} lost ({self.client.uaclient.state.value})"
-            )
+            raise self._lost(f"connection to {self.cfg.endpoint} lost ({self.client.uaclient.state.value})")
         counters = self.ctx.status.counters
         queue = sub._event_queue
         pending = queue.qsize() if queue is not None else 0
