@@ -79,9 +79,14 @@ def test_mounts_probes_and_the_config_agree(tmp_path: Path) -> None:
 
     ports = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
     assert cfg.health.host == "0.0.0.0" and ports["health"] == cfg.health.port
-    live, ready = container(docs)["livenessProbe"]["httpGet"], container(docs)["readinessProbe"]["httpGet"]
+    live, ready = container(docs)["livenessProbe"]["httpGet"], container(docs)["readinessProbe"]["exec"]
     assert (live["path"], live["port"]) == ("/healthz", "health")
-    assert (ready["path"], ready["port"]) == ("/readyz", "health")
+    # /readyz takes the health token (issue 10): the probe reads it from the mounted secret.
+    probe = ready["command"][-1]
+    assert f"127.0.0.1:{cfg.health.port}/readyz" in probe and "Bearer" in probe
+    token = docs["Secret"]["stringData"]["health-token"]
+    assert cfg.health.token is not None and cfg.health.token.get_secret_value() == token.strip()
+    assert f"{mounts['secrets']}/health-token" in probe
     grace = pod["terminationGracePeriodSeconds"]
     assert grace > cfg.agent.shutdown_timeout, "the kubelet must not SIGKILL a draining agent"
 

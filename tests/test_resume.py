@@ -68,13 +68,16 @@ def test_the_first_window_after_a_sigkill_says_what_was_missed(tmp_path: Path) -
     second = spawn(tmp_path)
     assert second.wait(120) == 0
     after = features(out)[seen:]
-    assert after[0]["missed"] == {"from": last_end, "to": after[0]["window"]["start"]}
-    assert after[0]["window"]["start"] > last_end + 3000
+    start_ms = after[0]["window"]["start_ms"]  # payload times are epoch ms (issue 14)
+    assert after[0]["missed"] == {"from_ms": round(last_end * 1000), "to_ms": start_ms}
+    assert start_ms > (last_end + 3000) * 1000
     assert all("missed" not in m for m in after[1:])
 
 
 def msg(key: str, start: float, end: float) -> Message:
-    return Message(Kind.FEATURES, key, end, {"window": {"start": start, "end": end}})
+    return Message(
+        Kind.FEATURES, key, end, {"window": {"start_ms": round(start * 1000), "end_ms": round(end * 1000)}}
+    )
 
 
 def test_a_replay_that_starts_over_or_a_damaged_file_names_no_gap(tmp_path: Path) -> None:

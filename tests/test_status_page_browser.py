@@ -106,7 +106,7 @@ def test_the_page_shows_live_tags_then_an_explained_alert(demo: int, tmp_path: P
         explanation = page.wait_for(
             "document.querySelector('.alert.raised .summary')?.textContent", within=180, what="an alert"
         )
-        assert "sigma" in explanation and "normal" in explanation, explanation
+        assert "normal" in explanation and any(ch.isdigit() for ch in explanation), explanation  # plant words
         features = page.evaluate("document.querySelectorAll('.alert.raised .features tr').length")
         bands = page.evaluate("document.querySelectorAll('.alert.raised .band rect.normal').length")
         assert features >= 1 and bands == features  # each named feature drawn against its normal band

@@ -158,12 +158,18 @@ class SqliteOutbox(SqliteBook):
         self._seqs.floor(self._seq)
 
     def _connect(self) -> None:
-        if damage.zero_length(self.path):
-            damage.move_aside(self, "zero-length file")
         path = self.path
+        journal = (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+        for file in journal:  # before anything reads through it, the damage check included (issue 10)
+            if file.is_symlink():
+                raise FatalError(
+                    f"outbox {file} is a symbolic link; the agent never follows links in its state directory"
+                )
+        if damage.zero_length(path):
+            damage.move_aside(self, "zero-length file")
         try:
             # The outbox and its journal files: 0600, never through a planted symlink (issue 10).
-            statedir.prepare(path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+            statedir.prepare(*journal)
         except statedir.UnsafeFile as exc:
             raise FatalError(f"outbox {path}: {exc.strerror or exc}") from exc
         except OSError as exc:  # ENOSPC before SQLite even opens: the full-disk path, like its own error

@@ -4,7 +4,7 @@ A SIGKILL, a crash or a power loss stops the windows; the agent that starts agai
 grid, and consumers used to see the jump in window times with nothing saying it was an outage (issue 11
 item 7). ``WindowMarks`` keeps the end of the last window of each pipeline in
 ``<state_dir>/windows.json`` (written from a thread, at most every housekeeping tick, atomically by
-rename), and after a start adds ``"missed": {"from": <last end before>, "to": <this window's start>}`` to
+rename), and after a start adds ``"missed": {"from_ms": <last end before>, "to_ms": <this window's start>}`` to
 the first features message of each pipeline whose new window starts after that end. A replay that
 starts over (event time going back) has no gap and gets no marker.
 """
@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from agent.config import statedir
 from agent.records import Kind, Message
 
 
@@ -45,9 +46,10 @@ class WindowMarks:
                 continue
             if m.key in self.pending:
                 self.pending.discard(m.key)
-                start = float(m.payload["window"]["start"])
-                if start > self.before[m.key]:
-                    m.payload["missed"] = {"from": self.before[m.key], "to": start}
+                start_ms = int(m.payload["window"]["start_ms"])  # payload times are epoch ms (issue 14)
+                before_ms = round(self.before[m.key] * 1000)
+                if start_ms > before_ms:
+                    m.payload["missed"] = {"from_ms": before_ms, "to_ms": start_ms}
             self.last[m.key] = m.ts
             self.dirty = True
 
@@ -59,7 +61,7 @@ class WindowMarks:
         self.dirty = False
         tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(self.last))
+            statedir.write_private(tmp, json.dumps(self.last).encode())  # 0600, no symlink (issue 10)
             os.replace(tmp, self.path)
         except OSError:
             self.dirty = True

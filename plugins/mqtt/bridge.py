@@ -18,6 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.config import statedir
+
 
 @dataclass
 class Pending:
@@ -110,7 +112,7 @@ def next_session(state_dir: Path, sink: str) -> int:
     with contextlib.suppress(OSError):
         state_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(f"{last + 1}\n")
+        statedir.write_private(tmp, f"{last + 1}\n".encode())  # 0600, no symlink (issue 10)
         os.replace(tmp, path)
     return last + 1
 

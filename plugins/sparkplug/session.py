@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agent.config import statedir
 from agent.errors import FatalError
 
 
@@ -60,7 +61,8 @@ class BdSeq:
         """Persist ``value`` as used (blocking file I/O: call it from a thread)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", encoding="ascii") as f:
+        fd = statedir.open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # 0600, no symlink
+        with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(f"{value}\n")
             f.flush()
             os.fsync(f.fileno())
