@@ -78,7 +78,7 @@ class PluginContext:
     log: Any = None  # structlog BoundLogger with component=<name>
     info: dict[str, Any] = field(default_factory=dict)  # version, config_hash, started_at
     tags: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    """What sinks describe tags with: ``{source: {tag: {"unit": ..., "type": ...}}}`` (``tag_catalog``)."""
+    """What sinks describe tags with: ``{source: {tag: {"unit": ..., "type": ...}}}`` (``agent.config.base.tag_catalog``)."""
 
     def __post_init__(self) -> None:
         if self.log is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -85,21 +85,6 @@ def build(
         tags=tags if tags is not None else {},
     )
     return registry(kind)[cfg.type].load()(cfg, ctx), ctx
-
-
-def tag_catalog(sources: Sequence[SourceConfig]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{source: {tag: {"unit", "type"}}}`` of the configured tags; ``type`` is the tag's data type
-    when its plugin has one (Modbus ``int16``...), else None (learnt from the first value)."""
-    return {
-        src.name: {
-            t.name: {
-                "unit": t.unit,
-                "type": getattr(t, "type", None) if isinstance(getattr(t, "type", None), str) else None,
-            }
-            for t in src.tags
-        }
-        for src in sources
-    }
 
 
 def registry(kind: Literal["source", "sink"]) -> dict[str, PluginSpec]:

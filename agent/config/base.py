@@ -224,3 +224,23 @@ class SinkConfig(Model):
         this; the default has nothing to say.
         """
         return []
+
+
+def tag_catalog(sources: Sequence[SourceConfig]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{source: {tag: {"unit", "type"}}}`` of the configured tags; ``type`` is the tag's data type
+    when its plugin has one (Modbus ``int16``...), else None (learnt from the first value)."""
+    return {
+        src.name: {
+            t.name: {
+                "unit": t.unit,
+                "type": getattr(t, "type", None) if isinstance(getattr(t, "type", None), str) else None,
+            }
+            for t in src.tags
+        }
+        for src in sources
+    }
+
+
+def tag_units(sources: Sequence[SourceConfig]) -> dict[str, str]:
+    """Engineering unit of every configured tag that has one, by tag name (from ``tag_catalog``)."""
+    return {tag: d["unit"] for tags in tag_catalog(sources).values() for tag, d in tags.items() if d["unit"]}

@@ -18,7 +18,7 @@ from typing import Any
 
 from agent import __version__
 from agent.config import statedir
-from agent.config.base import SinkConfig, SourceConfig
+from agent.config.base import SinkConfig, SourceConfig, tag_catalog, tag_units
 from agent.config.load import AgentConfig, config_hash
 from agent.delivery.bus import Bus
 from agent.delivery.deliver import deliver, open_outbox
@@ -28,12 +28,11 @@ from agent.ops import logs
 from agent.ops.observe import Observer
 from agent.plugin import State
 from agent.records import Reading
-from agent.registry import build, tag_catalog
+from agent.registry import build
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models
 from agent.runtime.reload import Reloading
 from agent.runtime.resume import WindowMarks
 from agent.runtime.streaming import Streaming
-from agent.stream.alerts import tag_units
 from agent.stream.eventtime import EventTimeGuard
 from agent.stream.pipeline import Pipeline, Router
 from agent.supervise import supervise
@@ -47,7 +46,7 @@ class Runtime(Streaming, Reloading):
         self.file = file
         self.clock = clock
         self.log = logs.get("runner")
-        units, language = tag_units(cfg), cfg.agent.language
+        units, language = tag_units(cfg.sources), cfg.agent.language
         self.pipelines = [
             Pipeline(p, slot, units, language) for p, slot in enabled_pipelines(cfg, load_models(cfg, file))
         ]

@@ -23,14 +23,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from agent.config.base import SinkConfig, SourceConfig
+from agent.config.base import SinkConfig, SourceConfig, tag_units
 from agent.config.load import AgentConfig, config_hash, load_config
 from agent.delivery.outbox import Outbox
 from agent.errors import ConfigError
 from agent.ops import logs
 from agent.ops.observe import Observer
 from agent.runtime.parts import SinkRun, SourceRun, cancel, load_models
-from agent.stream.alerts import tag_units
 from agent.stream.inference import ModelSlot
 from agent.stream.pipeline import Pipeline, Router
 
@@ -212,6 +211,6 @@ class Reloading:
                 pipelines.append(kept[cfg.name])
                 continue
             changed.append(cfg.name)
-            pipelines.append(Pipeline(cfg, slots.get(cfg.name), tag_units(new), new.agent.language))
+            pipelines.append(Pipeline(cfg, slots.get(cfg.name), tag_units(new.sources), new.agent.language))
         changed += [n for n in old_pipes if n not in new_pipes]
         return pipelines, changed

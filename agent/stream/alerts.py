@@ -26,12 +26,12 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from agent.config.sections import PipelineConfig
 from agent.stream.explain import Language, Normal, explain
 
-__all__ = ["AlertState", "Normal", "Transition", "alert_state", "explain", "headline", "tag_units"]
+__all__ = ["AlertState", "Normal", "Transition", "alert_state", "explain", "headline"]
 
 
 class Transition(enum.StrEnum):
@@ -116,8 +116,3 @@ def headline(
         return f"{pipeline}: back to normal, score {score:.3g} (clear below {clear:.3g})"
     state = "still abnormal" if transition is Transition.SUSTAINED else "anomaly"
     return f"{pipeline}: {state}, score {score:.3g} (threshold {threshold:.3g})"
-
-
-def tag_units(cfg: Any) -> dict[str, str]:
-    """Engineering unit of every configured tag that has one (``[[sources.tags]] unit``)."""
-    return {t.name: t.unit for s in cfg.sources for t in getattr(s, "tags", []) if getattr(t, "unit", None)}
