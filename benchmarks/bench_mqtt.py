@@ -11,8 +11,12 @@ messages (~400 bytes of JSON each):
   batches of 200, publishes them, waits for the PUBACKs and acks them in the SQLite outbox (fsync=append).
 
 Then the outbox alone: append rate per fsync policy, and replay rate of a backlog after a reopen, unpaced
-and paced at the default ``replay_rate``. CPU is process CPU time (all threads) over wall time; RSS is the
-resident set at the end of each case.
+and paced at the default ``replay_rate`` (2,000/s), beside raw paho publishing the same messages at the
+same pace (a thread that sends 20 every 10 ms): what pacing costs the agent above what paho itself costs.
+CPU is process CPU time (all threads) over wall time; RSS is the resident set at the end of each case.
+
+Rounds alternate raw paho and the agent; ratios are taken per round (the same minute of the machine) and
+printed as min / median / max with the load average (``benchmarks/spread.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from agent.delivery.sqlite_store import SqliteOutbox
 from agent.plugin import ComponentStatus, PluginContext, State
 from agent.records import Envelope, Kind, Message
 from agent.supervise import Backoff, supervise
+from benchmarks.spread import load, spread
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.sink import MqttSink
 from tests.mosquitto import Mosquitto, eventually
@@ -103,6 +108,34 @@ def raw_paho(port: int, messages: list[Message], qos: int) -> Meter:
     return meter
 
 
+def raw_paho_paced(port: int, messages: list[Message], rate: float, seconds: float) -> tuple[float, Meter]:
+    """QoS 1 with raw paho at ``rate`` messages/s for ``seconds``: 20 messages every 20/rate seconds."""
+    acked = 0
+
+    def on_publish(*_: Any) -> None:
+        nonlocal acked
+        acked += 1
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-raw-paced")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    topic, step = "bench/raw/features/press7", 20
+    payloads = [dumps(wire(Envelope(n, n + 1, m), "bench")).encode() for n, m in enumerate(messages)]
+    with Meter() as meter:
+        start, sent = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds and sent + step <= len(payloads):
+            for payload in payloads[sent : sent + step]:
+                client.publish(topic, payload, 1)
+            sent += step
+            time.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+    client.disconnect()
+    client.loop_stop()
+    return acked / meter.wall, meter
+
+
 def make_sink(port: int, folder: Path, qos: int) -> MqttSink:
     cfg = MqttSinkConfig(type="mqtt", host="127.0.0.1", port=port, prefix="bench", qos={"features": qos})
     ctx = PluginContext("mqtt", "bench", folder, ComponentStatus("mqtt", "sink"))
@@ -155,9 +188,9 @@ async def append_rate(messages: list[Message], folder: Path, fsync: str | None, 
 
 
 async def replay(
-    port: int, messages: list[Message], folder: Path, rate: float, seconds: float | None
+    port: int, messages: list[Message], folder: Path, rate: float, seconds: float | None, round_: int = 0
 ) -> tuple[float, Meter]:
-    path = folder / f"replay-{rate}.sqlite"
+    path = folder / f"replay-{rate}-{round_}.sqlite"
     box = SqliteOutbox(path, 2**30, log=_quiet)
     for i in range(0, len(messages), 1000):
         box.append(messages[i : i + 1000])
@@ -188,34 +221,31 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=None)
     args = parser.parse_args()
     n = args.messages or (10_000 if args.quick else 50_000)
-    rounds = 1 if args.quick else 3
+    rounds = 3
     messages = [message(i) for i in range(n)]
     folder = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
     broker = Mosquitto(folder / "mosquitto")
     broker.start()
     try:
-        print(
-            f"# {n} feature messages of {len(dumps(wire(Envelope(0, 1, messages[0]), 'bench')))} bytes, {rounds} round(s), median"
-        )
-        print(f"{'case':44} {'msg/s':>10} {'ratio':>7} {'CPU %':>7} {'RSS MB':>7}")
+        size = len(dumps(wire(Envelope(0, 1, messages[0]), "bench")))
+        print(f"# {n} feature messages of {size} bytes, {rounds} rounds, {load()}")
+        print(f"{'case':44} {'msg/s (median)':>15} {'ratio to raw paho, min / median / max':>38}")
         for qos in (0, 1):
             raw: list[Meter] = []
             ours: list[Meter] = []
             for r in range(rounds):
                 raw.append(await asyncio.to_thread(raw_paho, broker.port, messages, qos))
-                ours.append(await through_agent(broker.port, messages, qos, folder / f"r{r}"))
-            raw_rate = statistics.median(n / m.wall for m in raw)
-            our_rate = statistics.median(n / m.wall for m in ours)
-            for name, rate, ms in (
-                ("raw paho", raw_rate, raw),
-                ("outbox (SQLite, fsync=append) + sink", our_rate, ours),
-            ):
-                cpu = statistics.median(100 * m.cpu / m.wall for m in ms)
-                print(
-                    f"{f'QoS {qos} {name}':44} {rate:10.0f} {rate / raw_rate:7.2f} {cpu:7.0f} {ms[-1].rss:7.0f}"
-                )
+                ours.append(await through_agent(broker.port, messages, qos, folder / f"q{qos}r{r}"))
+            ratios = [b.wall / a.wall for a, b in zip(ours, raw, strict=True)]
+            cpu = [(a.cpu / n) / (b.cpu / n) for a, b in zip(ours, raw, strict=True)]
+            print(f"{f'QoS {qos} raw paho':44} {statistics.median(n / m.wall for m in raw):15.0f}")
+            print(
+                f"{f'QoS {qos} outbox (SQLite, fsync=append) + sink':44} "
+                f"{statistics.median(n / m.wall for m in ours):15.0f} {'rate ' + spread(ratios):>38}"
+            )
+            print(f"{'':44} {'':15} {'CPU per message ' + spread(cpu):>38}")
         base = await append_rate(messages, folder, None, STEP)
-        print(f"{'append, memory outbox, 200/call':44} {base:10.0f} {1.0:7.2f}")
+        print(f"{'append, memory outbox, 200/call':44} {base:15.0f} {1.0:38.2f}")
         for fsync in ("never", "append", "always"):
             for per_call in (STEP, 1):
                 if per_call == 1 and fsync == "never":
@@ -223,16 +253,26 @@ async def main() -> None:
                 count = messages if per_call == STEP else messages[: min(n, 2000)]
                 rate = await append_rate(count, folder, fsync, per_call)
                 print(
-                    f"{f'append, SQLite fsync={fsync}, {per_call}/call':44} {rate:10.0f} {rate / base:7.2f}"
+                    f"{f'append, SQLite fsync={fsync}, {per_call}/call':44} {rate:15.0f} {rate / base:38.2f}"
                 )
         unpaced, meter = await replay(broker.port, messages, folder, 1e9, None)
         print(
-            f"{'replay after restart, unpaced':44} {unpaced:10.0f} {'':7} {100 * meter.cpu / meter.wall:7.0f} {meter.rss:7.0f}"
+            f"{'replay after restart, unpaced':44} {unpaced:15.0f}   CPU {100 * meter.cpu / meter.wall:.0f} %"
         )
-        paced, meter = await replay(broker.port, messages, folder, 2000.0, 3.0 if args.quick else 5.0)
-        print(
-            f"{'replay after restart, replay_rate=2000':44} {paced:10.0f} {'':7} {100 * meter.cpu / meter.wall:7.0f} {meter.rss:7.0f}"
-        )
+        seconds = 3.0 if args.quick else 5.0
+        paced_ours, paced_raw = [], []
+        for r in range(rounds):
+            paced_raw.append(await asyncio.to_thread(raw_paho_paced, broker.port, messages, 2000.0, seconds))
+            paced_ours.append(await replay(broker.port, messages, folder, 2000.0, seconds, r))
+        for name, runs in (
+            ("raw paho, QoS 1 at 2000/s", paced_raw),
+            ("replay after restart, replay_rate=2000", paced_ours),
+        ):
+            shares = [100 * m.cpu / m.wall for _, m in runs]
+            print(
+                f"{name:44} {statistics.median(r for r, _ in runs):15.0f}   "
+                f"CPU % of a core {spread(shares, '{:.1f}')}"
+            )
     finally:
         broker.kill()
 
