@@ -82,6 +82,17 @@ class Meter:
         self.rss = rss_mb()
 
 
+def raw_client(port: int, client_id: str, on_publish: Any) -> mqtt.Client:
+    """A started paho client with the sink's in-flight window (1000)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
 def raw_paho(port: int, messages: list[Message], qos: int) -> Meter:
     done = threading.Event()
     acked = 0
@@ -92,12 +103,7 @@ def raw_paho(port: int, messages: list[Message], qos: int) -> Meter:
         if acked == len(messages):
             done.set()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-raw")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+    client = raw_client(port, "bench-raw", on_publish)
     topic = "bench/raw/features/press7"
     with Meter() as meter:
         for n, m in enumerate(messages):
@@ -116,12 +122,7 @@ def raw_paho_paced(port: int, messages: list[Message], rate: float, seconds: flo
         nonlocal acked
         acked += 1
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-raw-paced")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+    client = raw_client(port, "bench-raw-paced", on_publish)
     topic, step = "bench/raw/features/press7", 20
     payloads = [dumps(wire(Envelope(n, n + 1, m), "bench")).encode() for n, m in enumerate(messages)]
     with Meter() as meter:
