@@ -41,7 +41,7 @@ def card(pipeline: Any) -> dict[str, Any]:
         "threshold": pipeline.alert.threshold if pipeline.alert else None,
         "clear_threshold": pipeline.alert.clear_threshold if pipeline.alert else None,
         "threshold_rule": meta.get(META + "threshold_rule") or None,
-        # The share of training windows at or over the threshold, when the trainer recorded it.
+        # The share of normal windows the trained limits expect at or over the threshold (the card's).
         "false_alarm_rate": _number(meta.get(META + "false_alarm_rate")),
         "features": [
             {
