@@ -15,7 +15,8 @@ from agent.config.sections import PipelineConfig
 from agent.learn import export as onnx_export
 from agent.records import Reading
 from agent.runtime.core import Runtime
-from agent.runtime.recording import SelfRecorder, segments, tags_hash
+from agent.runtime.recording import SelfRecorder
+from agent.runtime.segments import segments, tags_hash
 from tests.pump import make_data, source_and_pipeline
 
 T0 = 1_700_000_000  # tests/pump.py's first row
@@ -91,7 +92,7 @@ def total_bytes(root: Path) -> int:
 
 def test_the_recording_is_bounded_by_bytes(tmp_path: Path) -> None:
     cfg = RecordingConfig(max_bytes=200_000, segment=3600, queue=10_000)
-    recorder = SelfRecorder(cfg, tmp_path, [pipeline(["a", "b"])])
+    recorder = SelfRecorder(cfg, tmp_path, [pipeline(["a", "b"])], min_open=0)
     feed(recorder, hours=6)  # ~1.1 MB of rows
     kept = segments(tmp_path / "recording")
     assert len(kept) > 3 and total_bytes(tmp_path / "recording") <= 200_000
@@ -103,11 +104,18 @@ def test_the_recording_is_bounded_by_bytes(tmp_path: Path) -> None:
 
 def test_the_recording_is_bounded_by_age(tmp_path: Path) -> None:
     cfg = RecordingConfig(max_age=3600, segment=600, queue=10_000)
-    feed(SelfRecorder(cfg, tmp_path, [pipeline(["a", "b"])]), hours=6)
+    feed(SelfRecorder(cfg, tmp_path, [pipeline(["a", "b"])], min_open=0), hours=6)
     kept = segments(tmp_path / "recording")
     newest = T0 + 6 * 3600
     assert kept[0].start_ms >= (newest - 3600 - 600) * 1000  # nothing wholly older than an hour
     assert kept[0].start_ms <= (newest - 3600) * 1000  # and the whole last hour is still there
+
+
+def test_a_fast_replay_of_months_does_not_make_a_file_per_hour(tmp_path: Path) -> None:
+    """Segments stay open 10 s of wall time: a replay of months at full speed wrote 1,900 files."""
+    cfg = RecordingConfig(max_age=30 * 86400, segment=600, queue=10_000)
+    feed(SelfRecorder(cfg, tmp_path, [pipeline(["a", "b"])]), hours=6)
+    assert len(segments(tmp_path / "recording")) == 1
 
 
 def test_changed_tags_start_new_segments_that_train_keeps_apart(tmp_path: Path) -> None:

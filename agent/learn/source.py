@@ -94,7 +94,7 @@ def assemble_recording(state_dir: Path, pipe: PipelineConfig, out: Path, last: f
     Only segments with the pipeline's current tags are read, and with ``last`` only those reaching into
     the last ``last`` seconds; a trailing half-written row is left out. None when there is no segment.
     """
-    from agent.runtime.recording import FOLDER, segments, tags_hash
+    from agent.runtime.segments import FOLDER, segments, tags_hash
 
     found = segments(state_dir / FOLDER, pipe.name, tags_hash(pipe))
     if not found:
