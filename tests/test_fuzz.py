@@ -12,6 +12,7 @@ import json
 import math
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from asyncua import ua
@@ -22,8 +23,9 @@ from hypothesis import strategies as st
 
 from agent.config.load import load_config
 from agent.errors import ConfigError, ModelError
+from agent.ops.status_card import card
 from agent.records import Quality, Reading
-from agent.stream import inference
+from agent.stream import contract, inference
 from agent.stream.onnx_guard import check_self_contained
 from plugins.modbus.config import ModbusSourceConfig
 from plugins.modbus.decode import registers_to_bytes
@@ -52,17 +54,25 @@ meta_text = st.one_of(
     st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=0, max_size=6).map(json.dumps),
     st.sampled_from(["nan", "inf", "-inf", "1e999", "0x10", " 4 ", "", "4,5", "True", "[]", "null"]),
 )
-META_KEYS = ["threshold", "clear_threshold", "feature_names", "center", "scale", "normal_low", "normal_high"]
+META_KEYS = [
+    "threshold",
+    "clear_threshold",
+    "feature_names",
+    "center",
+    "scale",
+    "normal_low",
+    "normal_high",
+    "training_span",
+    "n_train",
+    "false_alarm_rate",
+    "kind",
+    "threshold_rule",
+]
 metadata = st.dictionaries(st.sampled_from(META_KEYS).map(lambda k: "edge_agent." + k), meta_text, max_size=7)
 
 
 def _parse_all(meta: dict[str, str]) -> None:
-    where = Path("fuzz.onnx")
-    inference.meta_names(meta, where)
-    for key in inference.NUMBER_KEYS:
-        inference.meta_number(meta, key, where)
-    for key in inference.NORMAL_KEYS.values():
-        inference.meta_floats(meta, key, len(NAMES), where)
+    contract.read(meta, NAMES, Path("fuzz.onnx"))
 
 
 @settings(FUZZ, max_examples=300)
@@ -87,6 +97,8 @@ def test_loading_a_model_with_any_metadata_is_total(meta: dict[str, str]) -> Non
         return
     threshold = model.meta_float("threshold")
     assert threshold is not None and math.isfinite(threshold)
+    # What the loader accepted, the status card shows as plain JSON: it reads the same parsed contract.
+    json.dumps(card(SimpleNamespace(name="p", names=NAMES, alert=None, model=model)), allow_nan=False)
 
 
 _GOOD = zscore_model(_DIR / "good.onnx", NAMES, [0, 0, 0], [1, 1, 1]).read_bytes()

@@ -19,11 +19,14 @@ import numpy as np
 import pytest
 
 from agent.config.load import load_config
+from agent.errors import ModelError
 from agent.ops.status_api import API_PATHS, StatusFeed
 from agent.ops.status_card import card
 from agent.records import Kind, Message, Reading
 from agent.runtime.core import Runtime
+from agent.stream import inference
 from tests.conftest import free_port
+from tests.hostile_models import model_with_metadata
 from tests.mosquitto import eventually
 from tests.pump import make_data, make_model, source_and_pipeline
 from tests.test_health_slowloris import Slowloris, many_files  # noqa: F401 - a fixture
@@ -220,40 +223,48 @@ def test_the_feed_is_bounded() -> None:
     assert feed.tags["t1"][0].value == 4.5 and feed.tags["t1"][1] == 100.0
 
 
-class FakeModel:
-    def __init__(self, metadata: dict[str, str]) -> None:
-        self.metadata = metadata
-        self.id = "sha256:00"
-        self.path = Path("/models/m.onnx")
+NAMES = ["a.mean", "b.mean"]
 
 
-class FakePipeline:
+class LivePipeline:
+    """What the card reads of a pipeline: its name, feature names, alert state and live model."""
+
     name = "p"
-    names = ["a.mean", "b.mean"]
+    names = NAMES
     alert = None
 
-    def __init__(self, metadata: dict[str, str]) -> None:
-        self.model = FakeModel(metadata)
+    def __init__(self, model: inference.Model) -> None:
+        self.model = model
+
+
+def live(tmp_path: Path, metadata: dict[str, str]) -> LivePipeline:
+    """A pipeline holding a real model with ``metadata``, loaded by the agent's own loader."""
+    return LivePipeline(inference.load(model_with_metadata(tmp_path / "m.onnx", NAMES, metadata), NAMES))
 
 
 @pytest.mark.parametrize(
-    "metadata",
+    ("metadata", "key"),
     [
-        {"edge_agent.center": "[1,", "edge_agent.training_span": "abc", "edge_agent.n_train": "many"},
-        {"edge_agent.center": "[" * 100_000 + "]" * 100_000, "edge_agent.scale": '"123"'},
-        {"edge_agent.center": "[1, 2, 3]", "edge_agent.training_span": '{"start": "x", "end": 1}'},
-        {"edge_agent.normal_low": '[null, "NaN"]', "edge_agent.false_alarm_rate": "inf"},
+        ({"edge_agent.center": "[1,", "edge_agent.n_train": "120"}, "center"),
+        ({"edge_agent.center": "[" * 100_000 + "]" * 100_000}, "center"),
+        ({"edge_agent.training_span": '{"start": "x", "end": 1}'}, "training_span"),
+        ({"edge_agent.training_span": "abc"}, "training_span"),
+        ({"edge_agent.n_train": "many"}, "n_train"),
+        ({"edge_agent.n_train": "-3"}, "n_train"),
+        ({"edge_agent.false_alarm_rate": "inf"}, "false_alarm_rate"),
+        ({"edge_agent.false_alarm_rate": "2.5"}, "false_alarm_rate"),
     ],
 )
-def test_the_model_card_survives_odd_metadata(metadata: dict[str, str]) -> None:
-    got = card(FakePipeline(metadata))
-    assert got["trained"] is None and got["false_alarm_rate"] is None and got["n_train"] is None
-    assert [f["name"] for f in got["features"]] == ["a.mean", "b.mean"]
-    assert all(f["center"] is None and f["low"] is None for f in got["features"])
-    validate({"schema": "edge-agent/status-api/1", "models": [got]}, "models")
+def test_odd_metadata_is_refused_by_the_loader_so_no_card_shows_it(
+    tmp_path: Path, metadata: dict[str, str], key: str
+) -> None:
+    """One reading of the contract (issue 18): the card used to parse the raw strings leniently and
+    show a model the loader had accepted with a broken n_train or false_alarm_rate as "not recorded"."""
+    with pytest.raises(ModelError, match=f"edge_agent.{key}"):
+        live(tmp_path, metadata)
 
 
-def test_the_card_reads_what_training_writes() -> None:
+def test_the_card_reads_what_training_writes(tmp_path: Path) -> None:
     meta = {
         "edge_agent.center": "[1.5, 2.0]",
         "edge_agent.scale": "[0.1, 0.2]",
@@ -261,13 +272,20 @@ def test_the_card_reads_what_training_writes() -> None:
         "edge_agent.normal_high": "[1.8, 2.6]",
         "edge_agent.training_span": '{"start": 1700000000, "end": 1700003600}',
         "edge_agent.n_train": "120",
-        "edge_agent.kind": "robust_pca",
-        "edge_agent.threshold_rule": "score = max(T2/T2_lim, Q/Q_lim)",
+        "edge_agent.kind": "robust-pca-tr",
+        "edge_agent.threshold_rule": "score = max(T/T_lim, R/R_lim)",
+        "edge_agent.false_alarm_rate": "0.0002",
     }
-    got = card(FakePipeline(meta))
+    got = card(live(tmp_path, meta))
     assert got["trained"] == {"start": 1700000000.0, "end": 1700003600.0} and got["n_train"] == 120
     assert got["features"][1] == {"name": "b.mean", "center": 2.0, "scale": 0.2, "low": 1.4, "high": 2.6}
-    assert np.isclose(got["features"][0]["low"], 1.2)
+    assert np.isclose(got["features"][0]["low"], 1.2) and got["false_alarm_rate"] == 0.0002
+    assert got["kind"] == "robust-pca-tr"
+    validate({"schema": "edge-agent/status-api/1", "models": [got]}, "models")
+    bare = card(live(tmp_path, {"edge_agent.training_span": "{}", "edge_agent.data_hash": ""}))
+    assert bare["trained"] is None and bare["data_hash"] is None and bare["false_alarm_rate"] is None
+    assert all(f["center"] is None and f["low"] is None for f in bare["features"])
+    validate({"schema": "edge-agent/status-api/1", "models": [bare]}, "models")
 
 
 # ---- offline, packaged, documented -------------------------------------------------------------------

@@ -9,7 +9,9 @@ second runs a Korean agent with a token on the shared recorded pump. Screenshots
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.learn import export as onnx_export
 from tests.browser import Browser, chromium
 from tests.conftest import free_port
 from tests.pump import make_data, make_model, source_and_pipeline
@@ -42,6 +45,8 @@ closed_to = 0.4
 """
 TAG_VALUES = """Array.from(document.querySelectorAll('#tags tbody tr'))
   .map(r => [r.dataset.tag, r.children[1].textContent])"""
+MODEL_FACTS = """Array.from(document.querySelectorAll('#models .facts tr'))
+  .map(r => [r.children[0].textContent, r.children[1].textContent])"""
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +118,14 @@ def test_the_page_shows_live_tags_then_an_explained_alert(demo: int, tmp_path: P
         assert page.evaluate("document.getElementById('overall').textContent") == "Alert open"
         assert len(page.evaluate("document.querySelector('.chart path.score').getAttribute('d')")) > 20
         assert page.evaluate("document.querySelectorAll('#models .bands tr').length") == 1 + 12
+        # The trained model's expected false-alarm share, from its card and metadata (was "not recorded").
+        facts = dict(page.evaluate(MODEL_FACTS))
+        assert re.fullmatch(r"\d+(\.\d+)?(e-\d+)? %", facts["expected false alarms"]), facts
+        with urllib.request.urlopen(f"http://127.0.0.1:{demo}/api/models", timeout=10) as resp:
+            [api] = json.loads(resp.read())["models"]
+        rate = onnx_export.read_metadata(tmp_path / "demo" / "model.onnx")["false_alarm_rate"]
+        assert 0 < api["false_alarm_rate"] == rate < 1e-2
+        assert f"{rate:.2g} of normal" in (tmp_path / "demo" / "model.md").read_text()
         assert page.evaluate("window.loadedOnce") is True  # the same page all along
         time.sleep(0.5)  # let the last render settle into the picture (not an assertion)
         shot = page.screenshot(ARTIFACTS / "status-page-alert.png")

@@ -84,7 +84,7 @@ def test_a_shifted_feature_scores_high_and_is_named_first(model: RobustPCA, feat
     assert np.median(model.sigmas(x)[:, feature]) > 6
 
 
-def test_an_unusual_but_consistent_state_raises_t2() -> None:
+def test_an_unusual_but_consistent_state_raises_t() -> None:
     """Everything high together: the learned correlations hold, the level is new."""
     rng = np.random.default_rng(4)
     mixing = rng.normal(size=(2, 6))
@@ -97,7 +97,7 @@ def test_an_unusual_but_consistent_state_raises_t2() -> None:
     t2, q = m.statistics(far)
     scores, _ = m.score(far)
     assert np.mean(scores >= 1.0) > 0.95
-    assert np.median(t2 / m.t2_limit) > 3 * np.median(q / m.q_limit)
+    assert np.median(t2 / m.t2_limit) > 3 * np.median(q / m.r_limit)
 
 
 def test_fit_is_deterministic_and_keeps_a_residual_space() -> None:
@@ -175,7 +175,9 @@ def test_onnx_graph_contract_and_metadata(model: RobustPCA, exported: Path) -> N
     assert [o.name for o in proto.graph.output] == ["score", "contributions"]
     meta = onnx_export.read_metadata(exported)
     assert meta["feature_names"] == NAMES
-    assert meta["kind"] == "robust-pca-t2q"
+    assert meta["kind"] == "robust-pca-tr"
+    assert meta["false_alarm_rate"] == pytest.approx(model.expected_false_alarm)
+    assert 0 < meta["false_alarm_rate"] < 1e-3
     assert meta["threshold"] == 1.0 and meta["clear_threshold"] == 0.8
     np.testing.assert_allclose(meta["center"], model.center)
     np.testing.assert_allclose(meta["scale"], model.scale)
@@ -261,5 +263,5 @@ def test_one_or_two_extreme_training_windows_do_not_set_the_limit() -> None:
     spoiled[100] += 40.0
     spoiled[200] -= 40.0
     odd = fit(spoiled, [f"f.{i}" for i in range(6)])
-    assert odd.t2_limit < 1.5 * clean.t2_limit and odd.q_limit < 1.5 * clean.q_limit
+    assert odd.t2_limit < 1.5 * clean.t2_limit and odd.r_limit < 1.5 * clean.r_limit
     assert 0 < clean.expected_false_alarm < 1e-3

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, c
 
 from agent.config.base import SinkConfig, SourceConfig
 from agent.config.explain import explain_validation
+from agent.config.recording import RecordingConfig
 from agent.config.sections import AgentSection, BusConfig, HealthConfig, PipelineConfig
 from agent.errors import ConfigError, ConfigIssue
 from agent.registry import registry
@@ -55,6 +56,9 @@ class AgentConfig(BaseModel):
     sources: list[SourceConfig] = Field(default_factory=list, description="Where readings come from.")
     pipelines: list[PipelineConfig] = Field(default_factory=list, description="What is computed from them.")
     sinks: list[SinkConfig] = Field(default_factory=list, description="Where results go.")
+    recording: RecordingConfig = Field(
+        default_factory=RecordingConfig, description="The agent's own rolling recording, for train --last."
+    )
 
 
 def _union(specs: Mapping[str, Any], base: type[BaseModel]) -> Any:

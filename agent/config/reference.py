@@ -13,6 +13,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from agent.config.recording import RecordingConfig
 from agent.config.sections import (
     AgentSection,
     AlertConfig,
@@ -107,6 +108,7 @@ def render() -> str:
         ("[[pipelines]]", PipelineConfig),
         ("[pipelines.window]", WindowConfig),
         ("[pipelines.alert]", AlertConfig),
+        ("[recording]", RecordingConfig),
     ]
     parts += [table(title, model) for title, model in core]
     seen: set[type[BaseModel]] = set()

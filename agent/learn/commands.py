@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from agent.errors import ModelError
 from agent.learn.extras import install_hint
 from agent.learn.progress import ProgressBar
 from agent.learn.record import cmd_record
-from agent.learn.source import ReplaySettings, count_rows
+from agent.learn.source import ReplaySettings, assemble_recording, count_rows
 from agent.learn.trainer import TrainingSet, train_pipeline
 from agent.ops import logs
 
@@ -25,8 +27,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     logs.configure(cfg.agent.log_level, cfg.agent.log_format)
     pipe = find_pipeline(cfg, args.pipeline, args.config)
-    data, out = Path(args.data), Path(args.out)
+    out = Path(args.out)
     card = Path(args.card) if args.card else out.with_suffix(".md")
+    if args.data:
+        return _train(cfg, pipe, Path(args.data), out, card, args.last)
+    # No --data: the running agent's own recording ([recording], agent.runtime.recording).
+    where = cfg.agent.state_dir / "recording" / pipe.name
+    if not where.is_dir():
+        return _no_recording(pipe, where)
+    fd, tmp = tempfile.mkstemp(prefix=".train-", suffix=".csv", dir=cfg.agent.state_dir)
+    os.close(fd)
+    try:
+        data = assemble_recording(cfg.agent.state_dir, pipe, Path(tmp), args.last)
+        return _no_recording(pipe, where) if data is None else _train(cfg, pipe, data, out, card, args.last)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _no_recording(pipe: PipelineConfig, where: Path) -> int:
+    print(
+        f"train: no recording of pipeline {pipe.name!r} with its current tags in {where}: the running "
+        "agent records itself while [recording] enabled = true (the default); or pass --data with a CSV "
+        "from `edge-agent record`",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _train(cfg: Any, pipe: PipelineConfig, data: Path, out: Path, card: Path, last: float | None) -> int:
     total = count_rows(data) if data.exists() else 0
     bar = ProgressBar("replaying", total)
     try:
@@ -37,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             card,
             lambda rows: bar.update(rows, f"{rows}/{total} rows"),
             replay_settings(cfg, data),
-            args.last,
+            last,
         )
     except ModelError as exc:
         bar.close()
@@ -118,13 +146,17 @@ def add_commands(sub: Any) -> None:
     )
     train.add_argument("-c", "--config", required=True, help="the TOML config file")
     train.add_argument("--pipeline", help="pipeline to train (optional with one pipeline)")
-    train.add_argument("--data", required=True, help="CSV written by `edge-agent record`")
+    train.add_argument(
+        "--data",
+        help="CSV written by `edge-agent record`; default: the running agent's own recording of the "
+        "pipeline in its state directory ([recording])",
+    )
     train.add_argument("--out", required=True, help="ONNX model to write")
     train.add_argument("--card", help="model card to write (default: the model path with .md)")
     train.add_argument(
         "--last",
         type=parse_duration,
         help="train on the last DURATION of the recording only (e.g. 6h): re-baseline once an operator "
-        "says the machine's new state is normal",
+        "says the machine's new state is normal; without --data, from the agent's own recording",
     )
     train.set_defaults(func=cmd_train)

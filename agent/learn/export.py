@@ -86,14 +86,16 @@ def metadata_props(
         "n_components": str(model.n_components),
         "explained_variance": repr(round(model.explained, 6)),
         "t2_limit": repr(model.t2_limit),
-        "q_limit": repr(model.q_limit),
+        "r_limit": repr(model.r_limit),
         "n_train": str(model.n_train),
         "threshold_rule": (
-            "score = max(T2/T2_lim, Q/Q_lim); each limit = the larger of an exponential tail fitted "
-            f"to the out-of-fold statistic read at {model.options.false_alarm:.3g} and its "
-            f"{model.options.quantile:.3g} quantile"
+            "score = max(T/T_lim, R/R_lim); T = the largest squared component score over its variance, "
+            "R = the largest squared residual of one feature over its normal spread; each limit = the "
+            "larger of an exponential tail fitted to the out-of-fold statistic read at "
+            f"{model.options.false_alarm:.3g} and its {model.options.quantile:.3g} quantile; T's widened "
+            "for the independent windows the recording holds"
         ),
-        "expected_false_alarm": repr(model.expected_false_alarm),
+        "false_alarm_rate": repr(model.expected_false_alarm),
     }
     return {PREFIX + key: value for key, value in props.items()}
 
@@ -112,8 +114,9 @@ def build_model(model: RobustPCA, props: Mapping[str, str] | None = None) -> onn
         "loadings_t": np.ascontiguousarray(model.components.T).astype(f32),
         "inv_eigvals": (1.0 / model.eigvals).astype(f32),
         "t2_weights": model.t2_weights.astype(f32),
+        "resid_scale": model.resid_scale.astype(f32),
         "t2_limit": np.array(model.t2_limit, dtype=f32),
-        "q_limit": np.array(model.q_limit, dtype=f32),
+        "r_limit": np.array(model.r_limit, dtype=f32),
         "eps": np.array(1e-12, dtype=f32),
         "axis1": np.array([1], dtype=np.int64),
     }
@@ -132,7 +135,7 @@ def build_model(model: RobustPCA, props: Mapping[str, str] | None = None) -> onn
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="edge-agent",
-        doc_string="Model of normal operation: robust-scaled PCA with Hotelling T2 and Q (SPE).",
+        doc_string="Model of normal operation: robust-scaled PCA, its most unusual mode T and largest residual R.",
     )
     proto.ir_version = IR_VERSION
     helper.set_model_props(proto, dict(props or {}))
@@ -141,31 +144,32 @@ def build_model(model: RobustPCA, props: Mapping[str, str] | None = None) -> onn
 
 
 def _score_nodes(node: Any) -> list[Any]:
-    """The graph's nodes: NaN filled with the center, robust z, T² and Q over their limits, contributions."""
+    """The graph's nodes: NaN filled with the center, robust z, T and R over their limits, contributions."""
     return [
         node("IsNaN", ["features"], ["is_nan"]),
         node("Where", ["is_nan", "center", "features"], ["filled"]),
         node("Sub", ["filled", "center"], ["centered"]),
         node("Div", ["centered", "scale"], ["z"]),
-        # T²: scores on the kept components, each squared over its variance.
+        # T: scores on the kept components, each squared over its variance; the largest one.
         node("MatMul", ["z", "loadings"], ["t"]),
         node("Mul", ["t", "t"], ["t_sq"]),
         node("Mul", ["t_sq", "inv_eigvals"], ["t_sq_w"]),
-        node("ReduceSum", ["t_sq_w", "axis1"], ["t2"], keepdims=0),
-        # Q: squared residual off the component plane.
+        node("ReduceMax", ["t_sq_w"], ["t2"], axes=[1], keepdims=0),  # opset 17: axes is an attribute
+        # R: the largest squared residual off the component plane, each over its normal spread.
         node("MatMul", ["t", "loadings_t"], ["recon"]),
         node("Sub", ["z", "recon"], ["resid"]),
-        node("Mul", ["resid", "resid"], ["resid_sq"]),
-        node("ReduceSum", ["resid_sq", "axis1"], ["q"], keepdims=0),
+        node("Div", ["resid", "resid_scale"], ["resid_std"]),
+        node("Mul", ["resid_std", "resid_std"], ["resid_sq"]),
+        node("ReduceMax", ["resid_sq"], ["r"], axes=[1], keepdims=0),  # opset 17: axes is an attribute
         node("Div", ["t2", "t2_limit"], ["t2_norm"]),
-        node("Div", ["q", "q_limit"], ["q_norm"]),
-        node("Max", ["t2_norm", "q_norm"], ["score"]),
-        # Contributions: exact per-feature split of T² and Q, each over its limit, as shares.
+        node("Div", ["r", "r_limit"], ["r_norm"]),
+        node("Max", ["t2_norm", "r_norm"], ["score"]),
+        # Contributions: exact per-feature split of T² and R's parts, each over its limit, as shares.
         node("MatMul", ["z", "t2_weights"], ["zw"]),
         node("Mul", ["zw", "zw"], ["zw_sq"]),
         node("Div", ["zw_sq", "t2_limit"], ["t2_part"]),
-        node("Div", ["resid_sq", "q_limit"], ["q_part"]),
-        node("Add", ["t2_part", "q_part"], ["parts"]),
+        node("Div", ["resid_sq", "r_limit"], ["r_part"]),
+        node("Add", ["t2_part", "r_part"], ["parts"]),
         node("ReduceSum", ["parts", "axis1"], ["parts_sum"], keepdims=1),
         node("Add", ["parts_sum", "eps"], ["parts_total"]),
         node("Div", ["parts", "parts_total"], ["contributions"]),

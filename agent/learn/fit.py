@@ -1,4 +1,4 @@
-"""Learn what normal looks like: a robust-scaled PCA with Hotelling T² and Q (SPE) statistics.
+"""Learn what normal looks like: a robust-scaled PCA watching its most unusual mode and its largest residual.
 
 Pure numpy, no clock, no I/O. ``fit(X, names)`` takes a matrix of feature vectors recorded while the
 machine ran normally (one row per window, one column per ``<tag>.<feature>``, NaN where a value was
@@ -14,33 +14,46 @@ The rules, in the order they are applied:
   such a feature still scores high, as it should. ``z = (x - center) / scale``; NaN becomes ``z = 0``.
 * **Components.** Principal components of ``z`` (second moment about the median, rows winsorised at
   ±6 sigma so a few bad windows do not tilt the axes): the fewest explaining ``variance`` (95%) of the
-  variance, at most ``max_components`` and at most ``F - 1`` so the residual space Q watches is never
-  empty.
-* **Statistics.** T² = sum over kept components of ``t_j² / λ_j`` (unusual *within* the learned
-  correlations: everything hot together); Q = squared residual off the component plane (the learned
-  correlations are *broken*: flow fell while speed held).
+  variance, at most ``max_components`` and at most ``F - 1`` so the residual space is never empty.
+* **Statistics.** T = the largest, over kept components, of ``t_j² / λ_j``: one learned mode further out
+  than normal (everything hot together, a load beyond the trained range). R = the largest, over
+  features, of ``(r_f / s_f)²``, where ``r_f`` is the feature's residual off the component plane (what
+  the other features do not explain) and ``s_f`` its normal spread (IQR / 1.349 of its out-of-fold
+  residuals, floored at 0.01): one tag has left what its relations predict (flow fell while speed held).
+  Both are *maxima*, not sums (issue 18). Hotelling's T² and Q sum over the kept modes and over the ~94
+  residual directions of TEP's 104 features; on Tennessee Eastman a normal run whose pressure and steam
+  loop swings 1.5-2x wider than in d00.dat pushed both sums past their limits on 25% of its first 8
+  hours, while a lone tag had to drift ~10 sigma before the residual sum noticed. A maximum is quiet
+  when a whole loop swings a little wider, and sees one mode or one tag leave its range.
 * **Limits and the score.** Each statistic is scored on the training windows *out of fold* (5 contiguous
   folds, each scored by a model fitted on the other four), so the limits are the ones new data meets, not
   the optimistic in-sample ones. Its limit is the larger of (a) an exponential tail fitted to the top 10%
   of those values (start: their 90th percentile; scale: median excess / ln 2), read where it leaves
   ``false_alarm`` (1 in 10 000) of windows above, and (b) their empirical ``quantile`` (99th
-  percentile), times ``margin`` (1.0). The chi-square-like T² and Q have exponential tails, so (a) is
-  the right shape without a Gaussian assumption; the median excess ignores the few most extreme windows
-  (a gap, a temperature step), so one or two odd windows cannot move a limit far (issue 18: with
-  ``1.25 x`` a top quantile of ~36 windows, one window took the T² limit from ~50 to >1000).
-  ``score = max(T² / T²_lim, Q / Q_lim)``: the alert threshold is exactly 1.0 and an alert clears below
-  ``clear_threshold`` (0.8). Max rather than a sum keeps the meaning of 1.0 plain and lets either kind
-  of anomaly alert alone. The model card shows the false-alarm share the fitted tails expect at 1.0.
-* **Contributions.** T² splits exactly into non-negative per-feature parts ``((P Λ^-½ Pᵀ) z)_f²``, Q into
-  ``r_f²``. Each is divided by its limit, summed, and normalised to shares summing to 1 per row, so an
-  alert names the features that carry the anomaly.
+  percentile), times ``margin`` (1.0). T's limit is also **widened** for how little independent data the
+  recording holds on the modes: the components are the large, slow, shared variation of the machine, and
+  overlapping windows of a slow process are near copies, so T's training windows are worth
+  ``n_eff = n / tau`` independent ones (``tau``: their integrated autocorrelation time; the 480 hourly
+  windows of TEP's d00.dat, one every 3 minutes, are worth ~32), and a mode's variance learned from
+  ``n_eff`` windows is uncertain: the factor is Hotelling's prediction-limit correction for one
+  direction (``agent.learn.limits.widening``: 1.0 on a long recording, 1.33 at 32). R's limit is not
+  widened: the residuals are the fast, local part of the signals, and widening it too was measured to
+  cost detections (NAB, the simulator) without removing any false alarm. The tails are exponential-shaped
+  for both statistics, so (a) needs no Gaussian assumption; the median excess ignores the few most
+  extreme windows (a gap, a temperature step), so one or two odd windows cannot move a limit far
+  (issue 18: with ``1.25 x`` a top quantile of ~36 windows, one window took the T² limit from ~50 to
+  >1000). ``score = max(T / T_lim, R / R_lim)``: the alert threshold is exactly 1.0 and an alert clears
+  below ``clear_threshold`` (0.8). The model card shows the false-alarm share the fitted tails expect at
+  1.0 (``expected_false_alarm``, the metadata's ``false_alarm_rate``).
+* **Contributions.** The T part per feature is the exact split of the sum over modes,
+  ``((P Λ^-½ Pᵀ) z)_f²``; R's is ``(r_f / s_f)²``. Each is divided by its limit, summed, and normalised to
+  shares summing to 1 per row, so an alert names the features that carry the anomaly.
 * **Normal range.** ``center ± normal_sigmas * scale`` (3 robust sigmas). Alerts say how far outside it
   a feature is in robust sigmas, ``(x - center) / scale``.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -48,17 +61,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.errors import ModelError
-from agent.learn.limits import robust_limit, tail_exceedance
+from agent.learn import limits
+from agent.learn.pca import largest_residual, principal, project, residual_scale, robust_scale
 
-KIND = "robust-pca-t2q"
-IQR_TO_SIGMA = 1.349  # IQR of a standard normal
-SCALE_FLOOR_REL = 1e-3
-SCALE_FLOOR_ABS = 1e-6
-WINSOR_SIGMAS = 6.0
+__all__ = ["KIND", "MIN_ROWS", "Array", "FitOptions", "RobustPCA", "fit", "robust_scale"]
+
+KIND = "robust-pca-tr"
 MIN_ROWS = 20
-FOLDS = 5
 
 Array = NDArray[np.float64]
+
+# A widening past this leaves T effectively off (too few independent windows to know the modes); a
+# finite cap keeps the limit a number the ONNX graph and the card can carry.
+MAX_WIDENING = 1e3
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,14 @@ class FitOptions:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """How T's limit was widened, for the card: independent windows and the factor."""
+
+    windows: float = 0.0
+    widening: float = 1.0
+
+
+@dataclass(frozen=True)
 class RobustPCA:
     """A fitted model of normal. Arrays are float64; ``score`` mirrors the ONNX graph exactly.
 
@@ -92,12 +115,14 @@ class RobustPCA:
         names: feature names ``<tag>.<feature>``, the column order of every input.
         center, scale: per-feature median and robust sigma.
         components: ``F x k`` orthonormal loadings; ``eigvals``: the ``k`` variances along them.
-        t2_limit, q_limit: limits dividing T² and Q in the score.
+        resid_scale: per-feature normal spread of the residual, dividing it in R.
+        t2_limit, r_limit: limits dividing T (the largest one-mode T²) and R in the score.
         threshold, clear_threshold: alert raise / clear levels of the score.
         normal_low, normal_high: per-feature normal band.
         explained: fraction of the variance the kept components explain.
         n_train: training rows.
-        expected_false_alarm: share of normal windows the fitted tails put at or above 1.0 (T² or Q).
+        expected_false_alarm: share of normal windows the fitted tails put at or above 1.0 (T or R).
+        calibration: independent windows and widening behind T's limit.
     """
 
     names: tuple[str, ...]
@@ -105,8 +130,9 @@ class RobustPCA:
     scale: Array
     components: Array
     eigvals: Array
+    resid_scale: Array
     t2_limit: float
-    q_limit: float
+    r_limit: float
     threshold: float
     clear_threshold: float
     normal_low: Array
@@ -115,6 +141,7 @@ class RobustPCA:
     n_train: int
     options: FitOptions = field(default_factory=FitOptions)
     expected_false_alarm: float = 0.0
+    calibration: Calibration = field(default_factory=Calibration)
 
     @property
     def n_components(self) -> int:
@@ -133,8 +160,9 @@ class RobustPCA:
         return np.where(np.isnan(x), 0.0, z)
 
     def statistics(self, x: NDArray[np.floating]) -> tuple[Array, Array]:
-        """Hotelling T² and Q (SPE) of each row."""
-        return _statistics(self.standardize(x), self.components, self.eigvals)
+        """T (largest one-mode T²) and R (largest standardised residual, squared) of each row."""
+        t2, resid = project(self.standardize(x), self.components, self.eigvals)
+        return t2, largest_residual(resid, self.resid_scale)
 
     def score(self, x: NDArray[np.floating]) -> tuple[Array, Array]:
         """Anomaly score per row (alert at >= ``threshold``) and per-feature shares (rows sum to 1).
@@ -146,13 +174,11 @@ class RobustPCA:
             ``(scores[N], contributions[N, F])``.
         """
         z = self.standardize(x)
-        t = z @ self.components
-        resid = z - t @ self.components.T
-        t2 = np.sum(t * t / self.eigvals, axis=1)
-        q = np.sum(resid * resid, axis=1)
-        scores = np.maximum(t2 / self.t2_limit, q / self.q_limit)
+        t2, resid = project(z, self.components, self.eigvals)
+        r_sq = (resid / self.resid_scale) ** 2
+        scores = np.maximum(t2 / self.t2_limit, r_sq.max(axis=1) / self.r_limit)
         zw = z @ self.t2_weights
-        parts = zw * zw / self.t2_limit + resid * resid / self.q_limit
+        parts = zw * zw / self.t2_limit + r_sq / self.r_limit
         contributions = parts / (parts.sum(axis=1, keepdims=True) + 1e-12)
         return scores, contributions
 
@@ -161,21 +187,11 @@ class RobustPCA:
         return (_as_matrix(x, len(self.names)) - self.center) / self.scale
 
 
-def robust_scale(x: Array) -> tuple[Array, Array]:
-    """Per-column median and robust sigma (IQR / 1.349, else std, floored); see the module docstring."""
-    center = np.nanmedian(x, axis=0)
-    q75, q25 = np.nanpercentile(x, [75, 25], axis=0)
-    scale = (q75 - q25) / IQR_TO_SIGMA
-    floor = np.maximum(SCALE_FLOOR_REL * np.abs(center), SCALE_FLOOR_ABS)
-    std = np.nanstd(x, axis=0)
-    scale = np.where(scale > floor, scale, std)
-    return center, np.maximum(scale, floor)
-
-
 def fit(
     x: NDArray[np.floating], names: list[str] | tuple[str, ...], options: FitOptions | None = None
 ) -> RobustPCA:
-    """Fit a model of normal on training feature vectors.
+    """Fit a model of normal on training feature vectors, in time order (the widening reads their
+    autocorrelation; shuffled rows only make it 1.0).
 
     Args:
         x: ``n_windows x F`` matrix recorded during normal operation; NaN allowed.
@@ -191,19 +207,25 @@ def fit(
     _check_training(x, names)
     center, scale = robust_scale(x)
     z = np.where(np.isnan(x), 0.0, (x - center) / scale)
-    components, eigvals, explained = _principal(z, opts, None)
+    components, eigvals, explained = principal(z, opts.variance, opts.max_components, None)
     k = components.shape[1]
-    t2_oof, q_oof = _out_of_fold(z, opts, k)
-    t2_limit = robust_limit(t2_oof, opts)
-    q_limit = robust_limit(q_oof, opts)
+    t2_oof, resid_oof = limits.out_of_fold(z, opts, k)
+    resid_scale = residual_scale(resid_oof)
+    r_oof = largest_residual(resid_oof, resid_scale)
+    n_eff = limits.independent_windows(t2_oof)
+    cal = Calibration(n_eff, min(limits.widening(1, n_eff, opts.false_alarm), MAX_WIDENING))
+    t2_limit = limits.robust_limit(t2_oof, opts, cal.widening)
+    r_limit = limits.robust_limit(r_oof, opts)
+    expected = limits.tail_exceedance(t2_oof, t2_limit) + limits.tail_exceedance(r_oof, r_limit)
     return RobustPCA(
         names=names,
         center=center,
         scale=scale,
         components=components,
         eigvals=eigvals,
+        resid_scale=resid_scale,
         t2_limit=t2_limit,
-        q_limit=q_limit,
+        r_limit=r_limit,
         threshold=1.0,
         clear_threshold=opts.clear_threshold,
         normal_low=_floor_nonnegative(names, center - opts.normal_sigmas * scale),
@@ -211,7 +233,8 @@ def fit(
         explained=explained,
         n_train=int(x.shape[0]),
         options=opts,
-        expected_false_alarm=min(1.0, tail_exceedance(t2_oof, t2_limit) + tail_exceedance(q_oof, q_limit)),
+        expected_false_alarm=min(1.0, expected),
+        calibration=cal,
     )
 
 
@@ -241,44 +264,6 @@ def _check_training(x: Array, names: tuple[str, ...]) -> None:
         raise ModelError(f"no values in the training data for {', '.join(empty)}: check those tags were read")
     if np.isinf(x).any():
         raise ModelError("the training data holds infinite values; fix the source scaling or drop those rows")
-
-
-def _principal(z: Array, opts: FitOptions, k: int | None) -> tuple[Array, Array, float]:
-    """Kept loadings, their variances and the explained fraction; ``k`` fixed when given."""
-    n, f = z.shape
-    zc = np.clip(z, -WINSOR_SIGMAS, WINSOR_SIGMAS)
-    cov = zc.T @ zc / max(n - 1, 1)
-    eigvals, vecs = np.linalg.eigh(cov)
-    order = np.argsort(eigvals)[::-1]
-    eigvals, vecs = np.clip(eigvals[order], 0.0, None), vecs[:, order]
-    total = float(eigvals.sum()) or 1.0
-    if k is None:
-        cum = np.cumsum(eigvals) / total
-        k = int(np.searchsorted(cum, opts.variance) + 1)
-        k = max(1, min(k, opts.max_components, f - 1 if f > 1 else 1))
-    # Sign convention (largest loading positive) so refits give the same model.
-    vecs = vecs[:, :k] * np.where(vecs[np.abs(vecs[:, :k]).argmax(axis=0), range(k)] < 0, -1.0, 1.0)
-    kept = np.maximum(eigvals[:k], max(1e-6 * total, 1e-12))
-    return vecs, kept, float(eigvals[:k].sum() / total)
-
-
-def _statistics(z: Array, components: Array, eigvals: Array) -> tuple[Array, Array]:
-    t = z @ components
-    resid = z - t @ components.T
-    return np.sum(t * t / eigvals, axis=1), np.sum(resid * resid, axis=1)
-
-
-def _out_of_fold(z: Array, opts: FitOptions, k: int) -> tuple[Array, Array]:
-    """T² and Q of every training row, each scored by components fitted without its fold."""
-    n = z.shape[0]
-    t2 = np.empty(n)
-    q = np.empty(n)
-    bounds = np.linspace(0, n, FOLDS + 1).astype(int)
-    for lo, hi in itertools.pairwise(bounds):
-        rest = np.concatenate([z[:lo], z[hi:]])
-        comps, eig, _ = _principal(rest, opts, k)
-        t2[lo:hi], q[lo:hi] = _statistics(z[lo:hi], comps, eig)
-    return t2, q
 
 
 # Features that cannot be negative: a band reaching below zero would read as nonsense on an alert.

@@ -24,20 +24,26 @@ from agent.learn.fit import KIND, RobustPCA
 
 def _threshold_rule(model: RobustPCA) -> list[str]:
     opts = model.options
+    cal = model.calibration
     return [
         "## Threshold rule",
         "",
-        f"`score = max(T² / T²_lim, Q / Q_lim)`. T² measures how unusual a window is *within* the learned "
-        "correlations (everything high together); Q measures how much it *breaks* them (one signal "
-        "moving without the others). Each statistic is scored on the training windows by a model fitted "
-        "without them (5 contiguous folds); its limit is the larger of an exponential tail fitted to the "
-        f"top 10% of those values, read where it leaves {opts.false_alarm:.3g} of windows above, and their "
-        f"{opts.quantile:.0%} quantile, so one or two odd windows cannot move it far. A score >= "
+        "`score = max(T / T_lim, R / R_lim)`. T is the most unusual learned mode (the largest squared "
+        "component score over its variance): the machine moved further along one of its usual patterns "
+        "than in training (everything high together). R is the largest residual of any one feature, in "
+        "units of its normal residual spread: one signal moving without the others. Each statistic is "
+        "scored on the training windows by a model fitted without them (5 contiguous folds); its limit is "
+        "the larger of an exponential tail fitted to the top 10% of those values, read where it leaves "
+        f"{opts.false_alarm:.3g} of windows above, and their {opts.quantile:.0%} quantile, so one or two "
+        "odd windows cannot move it far. Neighbouring windows overlap and the modes are slow, so the "
+        f"training windows are worth about {cal.windows:.0f} independent ones for T, and T's limit is "
+        f"widened x{cal.widening:.3g} for what so few cannot tell (1.0 on a long recording). A score >= "
         f"**{model.threshold:g}** counts as evidence of an anomaly; the alert rule (`[pipelines.alert]`) "
         f"decides when it is raised; it clears below **{model.clear_threshold:g}**.",
         "",
         f"**Expected false alarms:** the fitted tails put {model.expected_false_alarm:.2g} of normal "
-        f"windows (about 1 in {_one_in(model.expected_false_alarm)}) at or above the threshold.",
+        f"windows (about 1 in {_one_in(model.expected_false_alarm)}) at or above the threshold "
+        "(`edge_agent.false_alarm_rate`; it assumes the recording showed all of normal).",
         "",
     ]
 
@@ -95,7 +101,7 @@ def render_card(
         f"| window | `{dict(window or {})}` |",
         f"| features | {len(model.names)} |",
         f"| principal components kept | {model.n_components} ({model.explained:.1%} of the variance) |",
-        f"| T² limit / Q limit | {_num(model.t2_limit)} / {_num(model.q_limit)} |",
+        f"| T limit / R limit | {_num(model.t2_limit)} / {_num(model.r_limit)} |",
         "",
         *_threshold_rule(model),
         f"On its own training windows the score has median {p50:.3f}, 99th percentile {p99:.3f} and "

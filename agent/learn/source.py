@@ -88,6 +88,32 @@ def _parse_ts(raw: str | None) -> float:
     return value / 1000.0 if value > 1e11 else value
 
 
+def assemble_recording(state_dir: Path, pipe: PipelineConfig, out: Path, last: float | None) -> Path | None:
+    """The running agent's own recording of ``pipe`` (``agent.runtime.recording``) as one CSV at ``out``.
+
+    Only segments with the pipeline's current tags are read, and with ``last`` only those reaching into
+    the last ``last`` seconds; a trailing half-written row is left out. None when there is no segment.
+    """
+    from agent.runtime.segments import FOLDER, segments, tags_hash
+
+    found = segments(state_dir / FOLDER, pipe.name, tags_hash(pipe))
+    if not found:
+        return None
+    if last is not None:
+        newest = last_timestamp(found[-1].path)
+        if newest is not None:
+            cutoff_ms = (newest - last) * 1000
+            before = [i for i, seg in enumerate(found) if seg.start_ms <= cutoff_ms]
+            found = found[before[-1] :] if before else found
+    with open(out, "w", encoding="utf-8", newline="") as dest:
+        dest.write(",".join(["timestamp", *pipe.tags]) + "\n")
+        for seg in found:
+            with open(seg.path, encoding="utf-8", newline="") as src:
+                lines = src.read().split("\n")
+            dest.writelines(line + "\n" for line in lines[1:-1] if line)  # [-1]: "" or a partial row
+    return out
+
+
 def file_hash(path: Path) -> str:
     """sha256 (hex) of a training file, recorded in the model's metadata."""
     digest = hashlib.sha256()

@@ -30,6 +30,7 @@ from agent.plugin import State
 from agent.records import Reading
 from agent.registry import build
 from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models
+from agent.runtime.recording import SelfRecorder
 from agent.runtime.reload import Reloading
 from agent.runtime.resume import WindowMarks
 from agent.runtime.streaming import Streaming
@@ -70,6 +71,7 @@ class Runtime(Streaming, Reloading):
         self._pending_readings: dict[str, list[Reading]] = {}
         self._readings_sent = False
         self.marks = WindowMarks(cfg.agent.state_dir / "windows.json")  # names the gap a restart left
+        self.recorder = SelfRecorder(cfg.recording, cfg.agent.state_dir, [p.cfg for p in self.pipelines])
 
     def start_sink(self, cfg: SinkConfig, outbox: Outbox | None = None) -> None:
         """Create the sink and its delivery task; reuse ``outbox`` (a reload keeps what it holds)."""
@@ -110,6 +112,7 @@ class Runtime(Streaming, Reloading):
         """Run until ``stop`` is set or every source has finished, then shut down in order."""
         statedir.private_dir(self.cfg.agent.state_dir)  # 0700 whatever the umask (issue 10)
         notifier = self.observer.notifier
+        self.recorder.start()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -146,6 +149,7 @@ class Runtime(Streaming, Reloading):
         finally:
             self._tg = None
             self._pool.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(self.recorder.close)
             for sink in self.sinks.values():
                 sink.outbox.close()
         self.log.info("stopped")

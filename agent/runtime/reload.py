@@ -30,6 +30,7 @@ from agent.errors import ConfigError
 from agent.ops import logs
 from agent.ops.observe import Observer
 from agent.runtime.parts import SinkRun, SourceRun, cancel, load_models
+from agent.runtime.recording import SelfRecorder
 from agent.stream.inference import ModelSlot
 from agent.stream.pipeline import Pipeline, Router
 
@@ -104,6 +105,7 @@ class Reloading:
     sources: dict[str, SourceRun]
     sinks: dict[str, SinkRun]
     reload_requested: asyncio.Event
+    recorder: SelfRecorder
 
     def start_sink(self, cfg: SinkConfig, outbox: Outbox | None = None) -> None:
         raise NotImplementedError
@@ -135,6 +137,7 @@ class Reloading:
         self.cfg = new
         self.pipelines = pipelines
         self.router = Router(pipelines, self.router.last_good)
+        self.recorder.configure([p.cfg for p in pipelines])
         self.observer.refresh()
         for name in stale:
             if name in new_sources:
@@ -142,8 +145,8 @@ class Reloading:
         changed["sources"] = stale
         if new.agent.log_level != old.agent.log_level or new.agent.log_format != old.agent.log_format:
             logs.configure(new.agent.log_level, new.agent.log_format)
-        if not _same(old.bus, new.bus) or not _same(old.health, new.health):
-            self.log.warning("[bus] and [health] changes take effect at the next restart")
+        if not all(_same(getattr(old, k), getattr(new, k)) for k in ("bus", "health", "recording")):
+            self.log.warning("[bus], [health] and [recording] changes take effect at the next restart")
         self.info["config_hash"] = config_hash(new)
         self.log.info("config reloaded", **{k: sorted(v) for k, v in changed.items()})
         self.observer.notifier.ready("config reloaded")

@@ -18,6 +18,7 @@ from agent.delivery.bus import Bus
 from agent.ops.observe import Observer
 from agent.records import Kind, Message, Reading
 from agent.runtime.parts import SinkRun
+from agent.runtime.recording import SelfRecorder
 from agent.runtime.resume import WindowMarks
 from agent.stream.pipeline import Batch, Pipeline, Router
 
@@ -37,6 +38,7 @@ class Streaming:
     _pending_readings: dict[str, list[Reading]]
     _readings_sent: bool
     marks: WindowMarks
+    recorder: SelfRecorder
 
     @property
     def wants_readings(self) -> bool:
@@ -59,6 +61,7 @@ class Streaming:
             if item is not None:
                 source, readings = item
                 self.router.ingest(readings, now)  # re-read per batch: a reload may have replaced it
+                self.recorder.add(readings)  # to the writer thread; never waits
                 if self.wants_readings:
                     self._pending_readings.setdefault(source, []).extend(readings)
                     if not self._readings_sent:  # issue 17: the first readings go out at once

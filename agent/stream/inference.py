@@ -3,7 +3,8 @@
 A model takes one float32 input of shape [N, F] (F = the pipeline's feature count; N may be dynamic or 1)
 and gives the anomaly score as its first output ([N] or [N, 1]). An output named ``contributions`` of
 shape [N, F] gives per-feature contributions. Optional metadata (``edge_agent.*`` keys, written by
-``edge-agent train``) names the features in order, the thresholds and the normal band of each feature.
+``edge-agent train``) names the features in order, the thresholds and the normal band of each feature;
+``agent.stream.contract`` reads it once at load, and a model whose metadata breaks the contract is refused.
 
 onnxruntime runs with one intra-op thread and spinning off (a gateway has few cores and other work); the
 runner calls ``score`` in an executor thread (onnxruntime releases the GIL).
@@ -12,8 +13,6 @@ runner calls ``score`` in an executor thread (onnxruntime releases the GIL).
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,12 +22,10 @@ from typing import Any
 import numpy as np
 
 from agent.errors import ModelError
-from agent.stream.alerts import Normal
+from agent.stream.contract import META, Contract
+from agent.stream.contract import read as read_contract
+from agent.stream.explain import Normal
 from agent.stream.onnx_guard import check_self_contained
-
-META = "edge_agent."
-NUMBER_KEYS = ("threshold", "clear_threshold")  # numeric metadata, each checked finite at load
-NORMAL_KEYS = {"center": "center", "scale": "scale", "low": "normal_low", "high": "normal_high"}
 
 
 @dataclass
@@ -42,14 +39,15 @@ class Model:
     n_features: int
     batchable: bool
     has_contributions: bool
-    metadata: dict[str, str] = field(default_factory=dict)
-    normal: Normal = field(default_factory=Normal)
+    contract: Contract = field(default_factory=Contract)  # the metadata, read once at load
 
-    numbers: dict[str, float | None] = field(default_factory=dict)  # NUMBER_KEYS, parsed at load
+    @property
+    def normal(self) -> Normal:
+        return self.contract.normal
 
     def meta_float(self, key: str) -> float | None:
         """A numeric ``edge_agent.<key>`` value checked at load (finite), or None when absent."""
-        return self.numbers.get(key)
+        return self.contract.numbers.get(key)
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores ([N]) and contributions ([N, F] or None) for feature rows ``x`` ([N, F])."""
@@ -79,81 +77,6 @@ def _session(data: bytes) -> Any:
     # Small per-window models: an arena per session costs megabytes and buys nothing measurable here.
     opts.enable_cpu_mem_arena = False
     return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-MAX_META_CHARS = 1 << 20  # a metadata value longer than this is refused before it is parsed
-
-
-def _meta_error(path: Path, key: str, raw: str, why: str) -> ModelError:
-    shown = raw if len(raw) <= 60 else raw[:57] + "..."
-    return ModelError(f"{path}: metadata {META + key} = {shown!r} {why}")
-
-
-def meta_json(meta: dict[str, str], key: str, path: Path) -> Any:
-    """The JSON value of metadata ``edge_agent.<key>`` (None when absent or empty); total: bad JSON,
-    absurd nesting or size is a ``ModelError`` naming the key and the value."""
-    raw = meta.get(META + key)
-    if raw is None or raw == "":
-        return None
-    if len(raw) > MAX_META_CHARS:
-        raise _meta_error(path, key, raw, f"is longer than {MAX_META_CHARS} characters")
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise _meta_error(path, key, raw, "is nested too deeply to read") from None
-    except ValueError as exc:
-        raise _meta_error(path, key, raw, f"is not valid JSON ({exc})") from None
-
-
-def meta_number(meta: dict[str, str], key: str, path: Path) -> float | None:
-    """Metadata ``edge_agent.<key>`` as a finite float, None when absent; anything else is a ModelError."""
-    raw = meta.get(META + key)
-    if raw is None or raw.strip() == "":
-        return None
-    try:
-        value = float(raw) if len(raw) <= 100 else math.nan
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise _meta_error(path, key, raw, "is not a finite number")
-    return value
-
-
-def meta_floats(meta: dict[str, str], key: str, n: int, path: Path) -> np.ndarray | None:
-    """Metadata ``edge_agent.<key>`` as a list of ``n`` finite numbers, None when absent."""
-    value = meta_json(meta, key, path)
-    if value is None:
-        return None
-    ok = isinstance(value, list) and len(value) == n
-    ok = ok and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
-    )
-    if not ok:
-        raise _meta_error(path, key, meta[META + key], f"must be a list of {n} finite numbers")
-    return np.asarray(value, dtype=np.float64)
-
-
-def meta_names(meta: dict[str, str], path: Path) -> list[str] | None:
-    """Metadata ``edge_agent.feature_names`` as a list of strings, None when absent."""
-    value = meta_json(meta, "feature_names", path)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _meta_error(path, "feature_names", meta[META + "feature_names"], "must be a list of strings")
-    return value
-
-
-def _check_names(model_names: list[str], names: Sequence[str], path: Path) -> None:
-    if list(model_names) == list(names):
-        return
-    pairs = zip(model_names, names, strict=False)
-    at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(model_names), len(names)))
-    got = model_names[at] if at < len(model_names) else None
-    want_name = names[at] if at < len(names) else None
-    raise ModelError(
-        f"{path}: the model was trained on other features; first difference at #{at}: "
-        f"model {got!r}, pipeline {want_name!r}"
-    )
 
 
 def _read(path: Path) -> bytes:
@@ -209,25 +132,21 @@ def load(path: Path, names: Sequence[str], required: Sequence[str] = ()) -> Mode
 
     Raises:
         ModelError: unreadable file, not ONNX, external data or custom operators, wrong input shape or
-            type, feature names that differ, metadata that does not parse (with the key and value).
+            type, feature names that differ, metadata that breaks ``agent.stream.contract`` (with the key
+            and value).
     """
     path = Path(path)
     data = _read(path)
     session = _open(data, path)
     want = len(names)
     inp, shape = _input(session, path, want)
-    meta = _metadata(session, path)
-    model_names = meta_names(meta, path)
-    if model_names is not None:
-        _check_names(model_names, names, path)
-    numbers = {key: meta_number(meta, key, path) for key in NUMBER_KEYS}
+    terms = read_contract(_metadata(session, path), names, path)
     for key in required:
-        if numbers.get(key) is None:
+        if terms.numbers.get(key) is None:
             raise ModelError(
                 f"{path}: the model has no {META}{key} metadata and the config sets none; "
                 "set it in the config (alert.threshold) or use a model from `edge-agent train`"
             )
-    normal = Normal(**{field: meta_floats(meta, key, want, path) for field, key in NORMAL_KEYS.items()})
     outputs = session.get_outputs()
     model = Model(
         path=path,
@@ -237,9 +156,7 @@ def load(path: Path, names: Sequence[str], required: Sequence[str] = ()) -> Mode
         n_features=want,
         batchable=not isinstance(shape[0], int) or shape[0] != 1,
         has_contributions=any(o.name == "contributions" for o in outputs[1:2]),
-        metadata=meta,
-        normal=normal,
-        numbers=numbers,
+        contract=terms,
     )
     try:
         model.score(np.zeros((1, want), dtype=np.float32))

@@ -245,13 +245,18 @@ function renderPipelines(s) {
     el("p", { class: "muted" }, `${t("model")}: ${p.model || t("no_model")} · ${t("last_hour")}`))));
 }
 
+// A share of windows as a percent with two significant digits: 1e-4 is "0.01 %", not "0.00 %".
+function share(x) {
+  return `${Number((x * 100).toPrecision(2))} %`;
+}
+
 function renderModels(m) {
   $("models").replaceChildren(...m.models.map((c) => {
     const trained = c.trained ? `${when(c.trained.start)} – ${when(c.trained.end)}` : t("not_recorded");
     const facts = el("table", { class: "facts" },
       ...[["model", `${c.file} (${c.model})`], ["trained", trained], ["n_train", c.n_train ?? t("not_recorded")],
         ["threshold", num(c.threshold)], ["clear_threshold", num(c.clear_threshold)],
-        ["false_alarms", c.false_alarm_rate === null ? t("not_recorded") : `${(c.false_alarm_rate * 100).toFixed(2)} %`],
+        ["false_alarms", c.false_alarm_rate === null ? t("not_recorded") : share(c.false_alarm_rate)],
         ["rule", c.threshold_rule || t("not_recorded")]].map(([k, v]) => el("tr", {}, el("th", {}, t(k)), el("td", {}, v))));
     const feats = el("table", { class: "bands" }, el("tr", {}, ...["feature", "center", "scale", "band"].map((h) => el("th", {}, t(h)))),
       ...c.features.map((f) => el("tr", {}, el("td", {}, f.name), el("td", {}, num(f.center)), el("td", {}, num(f.scale)),
