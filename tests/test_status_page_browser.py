@@ -45,6 +45,11 @@ closed_to = 0.4
 """
 TAG_VALUES = """Array.from(document.querySelectorAll('#tags tbody tr'))
   .map(r => [r.dataset.tag, r.children[1].textContent])"""
+OPEN_ALERT = """document.getElementById('overall').textContent === 'Alert open'
+  && document.querySelector('.alert.raised .summary')
+  && [document.querySelector('.alert.raised .summary').textContent,
+      document.querySelectorAll('.alert.raised .features tr').length,
+      document.querySelectorAll('.alert.raised .band rect.normal').length]"""
 MODEL_FACTS = """Array.from(document.querySelectorAll('#models .facts tr'))
   .map(r => [r.children[0].textContent, r.children[1].textContent])"""
 
@@ -108,14 +113,11 @@ def test_the_page_shows_live_tags_then_an_explained_alert(demo: int, tmp_path: P
         assert all(v.replace(".", "", 1).replace("-", "", 1).isdigit() for v in first.values()), first
         changed = f"{TAG_VALUES}.some(([t, v]) => v !== {first!r}[t])".replace("'", '"')
         page.wait_for(changed, what="a tag value to change without a reload")
-        explanation = page.wait_for(
-            "document.querySelector('.alert.raised .summary')?.textContent", within=180, what="an alert"
-        )
+        # One snapshot of the page while the alert is open: at 60x the valve fault lasts seconds, and an
+        # alert that cleared between two separate reads made this test fail about once in five runs.
+        explanation, features, bands = page.wait_for(OPEN_ALERT, within=180, what="an open alert")
         assert "normal" in explanation and any(ch.isdigit() for ch in explanation), explanation  # plant words
-        features = page.evaluate("document.querySelectorAll('.alert.raised .features tr').length")
-        bands = page.evaluate("document.querySelectorAll('.alert.raised .band rect.normal').length")
         assert features >= 1 and bands == features  # each named feature drawn against its normal band
-        assert page.evaluate("document.getElementById('overall').textContent") == "Alert open"
         assert len(page.evaluate("document.querySelector('.chart path.score').getAttribute('d')")) > 20
         assert page.evaluate("document.querySelectorAll('#models .bands tr').length") == 1 + 12
         # The trained model's expected false-alarm share, from its card and metadata (was "not recorded").
