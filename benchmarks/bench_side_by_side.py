@@ -217,8 +217,11 @@ def main() -> None:
         server = Server.start(w)
         try:
             for kind in args.gateways:
-                if kind == "node-red" and skip:
-                    print(f"| {name} | node-red | skipped: {skip} | | | | |", flush=True)
+                why = skip or (
+                    "no windows, features or ONNX model in its flow: compare with W1" if w.pipeline else ""
+                )
+                if kind == "node-red" and why:
+                    print(f"| {name} | node-red | skipped: {why} | | | | |", flush=True)
                     continue
                 runs = []
                 for _ in range(args.runs):
