@@ -44,6 +44,8 @@ from benchmarks import side_by_side_node_red as node_red  # noqa: E402
 from benchmarks.side_by_side_check import Checker, cpu_s, free_ports, mosquitto, rss_mib  # noqa: E402
 from benchmarks.side_by_side_configs import WORKLOADS, Workload, agent_toml  # noqa: E402
 
+AGENT_OPTIONS: tuple[str, ...] = ()  # --agent-option: extra lines of the agent's [agent] table
+
 
 def gateway_command(
     kind: str, w: Workload, ports: list[int], broker: int, ns: int, folder: Path
@@ -54,7 +56,7 @@ def gateway_command(
         return [*here, "--broker", str(broker)]
     if kind == "agent":
         config = folder / "agent.toml"
-        config.write_text(agent_toml(w, ports, broker, folder))
+        config.write_text(agent_toml(w, ports, broker, folder, AGENT_OPTIONS))
         return [str(Path(sys.executable).parent / "edge-agent"), "run", "-c", str(config)]
     return node_red.command(w, ports, broker, ns, folder)
 
@@ -186,6 +188,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--gateways", nargs="*", default=["bare", "agent", "node-red"])
     parser.add_argument(
+        "--agent-option",
+        action="append",
+        default=[],
+        help='a line of the agent\'s [agent] table, e.g. "readings_interval = 1.0"',
+    )
+    parser.add_argument(
         "--write-flows", type=Path, help="write the Node-RED flow of each workload here, then exit"
     )
     for hidden in ("--serve", "--serve-opcua", "--broker"):
@@ -195,6 +203,8 @@ def main() -> None:
     args = parser.parse_args()
     if child(args):
         return
+    global AGENT_OPTIONS
+    AGENT_OPTIONS = tuple(args.agent_option)
     if args.write_flows:
         args.write_flows.mkdir(parents=True, exist_ok=True)
         for name in args.work:
@@ -227,7 +237,8 @@ def main() -> None:
                 for _ in range(args.runs):
                     with tempfile.TemporaryDirectory() as folder:
                         runs.append(measure(kind, w, server, args.seconds, Path(folder)))
-                print(row(name, kind, runs), flush=True)
+                label = f"{kind} ({', '.join(AGENT_OPTIONS)})" if kind == "agent" and AGENT_OPTIONS else kind
+                print(row(name, label, runs), flush=True)
         finally:
             server.stop()
 

@@ -56,9 +56,13 @@ def expected(work: Workload, tag: str) -> float | int:
     return float(struct.unpack(">f", raw)[0])
 
 
-def agent_toml(w: Workload, ports: list[int], broker: int, folder: Path) -> str:
+def agent_toml(
+    w: Workload, ports: list[int], broker: int, folder: Path, options: tuple[str, ...] = ()
+) -> str:
+    """The agent's config for ``w``; ``options`` are extra ``key = value`` lines of its ``[agent]`` table."""
     lines = [
-        '[agent]\nid = "bench"\nstate_dir = "state"\nlog_level = "warning"\n',
+        '[agent]\nid = "bench"\nstate_dir = "state"\nlog_level = "warning"\n'
+        + "".join(f"{o}\n" for o in options),
         "[health]\nenabled = false\n",
     ]
     lines += _opcua_source(w, ports[0]) if w.opcua else _modbus_source(w, ports)
