@@ -18,7 +18,9 @@ every value against what the server holds (none wrong) and every topic's ``seq``
 change count for holes (none missing). Printed per workload and gateway: CPU-ms of the gateway process
 (all its threads, from schedstat) per 1,000 readings delivered to the subscriber over ``--seconds`` after a
 5 s warm-up, min / median / max of the runs, RSS (MiB) at the end, start-up from spawn to the first
-delivered message, and the load average (1 min) beside each run.
+delivered message, and the load average (1 min) beside each run. The agent's bytecode is compiled first,
+as pip does at install (this machine sets PYTHONDONTWRITEBYTECODE). ``--agent-option "readings_interval =
+1.0"`` runs the agent with a line added to its ``[agent]`` table, named in its row.
 """
 
 from __future__ import annotations
