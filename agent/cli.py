@@ -104,7 +104,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+CORE_COMMANDS = ("run", "check", "once", "plugins", "schema", "sample")
+
+
+def build_parser(full: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``full=False`` leaves out the offline and plugin commands, whose modules import
+    numpy, onnx and the training code: ``edge-agent run`` starts without them (issue 17: start-up)."""
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description="Streaming edge telemetry agent: PLCs in, features and anomaly alerts out.",
@@ -136,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("schema", cmd_schema, "print the JSON Schema of the config file (for editors)", config=False)
     sample = add("sample", cmd_sample, "print a plugin's sample config", config=False)
     sample.add_argument("plugin", help="plugin type, e.g. modbus")
+    if not full:
+        return parser
     from agent.demo.command import add_demo_command
     from agent.learn.commands import add_commands
     from agent.registry import command_adders
@@ -148,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(full=not argv or argv[0] not in CORE_COMMANDS).parse_args(argv)
     try:
         code = int(args.func(args))
     except ConfigError as exc:

@@ -158,12 +158,16 @@ def encode_body(message: Message) -> bytes:
     """The payload as compact JSON bytes; NaN and infinities become null, unknown types their ``str``."""
     payload = message.payload
     if message.kind is Kind.READINGS and "readings" in payload:
-        rows = [
-            {"tag": r.tag, "ts_ms": round(r.ts * 1000), "value": r.value, "quality": r.quality}
-            if r.__class__ is Reading and r.reason is None
-            else (r.to_dict() if isinstance(r, Reading) else r)
-            for r in payload["readings"]
-        ]
+        rows: list[Any] = []
+        append = rows.append
+        last_ts, last_ms = None, 0  # a poll's readings share one timestamp: round it once (issue 17)
+        for r in payload["readings"]:
+            if r.__class__ is Reading and r.reason is None:
+                if r.ts != last_ts:
+                    last_ts, last_ms = r.ts, round(r.ts * 1000)
+                append({"tag": r.tag, "ts_ms": last_ms, "value": r.value, "quality": r.quality})
+            else:
+                append(r.to_dict() if isinstance(r, Reading) else r)
         payload = {**payload, "readings": rows}
     return orjson.dumps(payload, option=_OPTIONS, default=str)
 

@@ -17,18 +17,34 @@ class Workload:
     float32: bool
     interval: float
     pipeline: bool = False
+    opcua: bool = False  # tags are OPC UA monitored items v<i>, not Modbus registers
 
 
 WORKLOADS = {
     "W1": Workload("W1", 1, 100, 50, True, 0.1),
     "W2": Workload("W2", 20, 500, 500, False, 1.0),
+    "W3": Workload("W3", 1, 0, 1000, False, 1.0, opcua=True),
     "W4": Workload("W4", 1, 100, 50, True, 0.1, pipeline=True),
 }
+OPC_PUBLISH_S = 0.5  # publishing and sampling interval of every W3 gateway; queue size 1 per item
 
 
 def register(device: int, reg: int) -> int:
     """What register ``reg`` of device ``device`` holds (the servers and the checks agree on this)."""
     return (device * 7 + reg * 3 + 1) % 65536
+
+
+def opcua_value(tick: int, item: int) -> float:
+    """What W3's variable ``item`` holds at the server's ``tick``-th change (exact in a Double)."""
+    return float(tick * 10_000 + item)
+
+
+def check(work: Workload, tag: str, value: float) -> int | None:
+    """The W3 tick ``value`` belongs to (``None``: wrong value); 0 for a right Modbus value."""
+    if work.opcua:
+        tick, item = divmod(int(value), 10_000)
+        return tick if value == opcua_value(tick, item) and tag == f"v{item}" else None
+    return 0 if value == expected(work, tag) else None
 
 
 @cache
@@ -40,23 +56,16 @@ def expected(work: Workload, tag: str) -> float | int:
     return float(struct.unpack(">f", raw)[0])
 
 
-def agent_toml(w: Workload, ports: list[int], broker: int, folder: Path) -> str:
+def agent_toml(
+    w: Workload, ports: list[int], broker: int, folder: Path, options: tuple[str, ...] = ()
+) -> str:
+    """The agent's config for ``w``; ``options`` are extra ``key = value`` lines of its ``[agent]`` table."""
     lines = [
-        '[agent]\nid = "bench"\nstate_dir = "state"\nlog_level = "warning"\n',
+        '[agent]\nid = "bench"\nstate_dir = "state"\nlog_level = "warning"\n'
+        + "".join(f"{o}\n" for o in options),
         "[health]\nenabled = false\n",
-        '[[sources]]\ntype = "modbus"\nname = "plc"\nhost = "127.0.0.1"\n',
     ]
-    for i, port in enumerate(ports):
-        lines.append(
-            f'[[sources.devices]]\nname = "d{i}"\nport = {port}\ninterval = {w.interval}\ntimeout = "2s"\n'
-        )
-    tags = []
-    for i in range(w.devices):
-        for t in range(w.tags):
-            kind = 'type = "float32"\norder = "ABCD"\n' if w.float32 else 'type = "uint16"\n'
-            address = 2 * t if w.float32 else t
-            tags.append(f'[[sources.tags]]\nname = "d{i}.t{t}"\ndevice = "d{i}"\naddress = {address}\n{kind}')
-    lines += tags
+    lines += _opcua_source(w, ports[0]) if w.opcua else _modbus_source(w, ports)
     if w.pipeline:
         names = [f"d0.t{t}" for t in range(w.tags)]
         model = folder / "model.onnx"
@@ -71,6 +80,34 @@ def agent_toml(w: Workload, ports: list[int], broker: int, folder: Path) -> str:
         f"kinds = {kinds}\n[sinks.qos]\nreadings = 1\n"
     )
     return "\n".join(lines)
+
+
+def _opcua_source(w: Workload, port: int) -> list[str]:
+    from tests.opcua_server import NS_URI
+
+    lines = [
+        f'[[sources]]\ntype = "opcua"\nname = "opc"\nendpoint = "opc.tcp://127.0.0.1:{port}/"\n'
+        f'security_policy = "None"\nsecurity_mode = "None"\npublishing_interval = {OPC_PUBLISH_S}\n'
+        f"queue_size = 1\nbatch_size = 500\nrequest_timeout = 60\n"
+    ]
+    for i in range(w.tags):
+        lines.append(f'[[sources.tags]]\nname = "v{i}"\nnode = "nsu={NS_URI};s=Line1.V{i}"\n')
+    return lines
+
+
+def _modbus_source(w: Workload, ports: list[int]) -> list[str]:
+    lines = ['[[sources]]\ntype = "modbus"\nname = "plc"\nhost = "127.0.0.1"\n']
+    for i, port in enumerate(ports):
+        lines.append(
+            f'[[sources.devices]]\nname = "d{i}"\nport = {port}\ninterval = {w.interval}\ntimeout = "2s"\n'
+        )
+    tags = []
+    for i in range(w.devices):
+        for t in range(w.tags):
+            kind = 'type = "float32"\norder = "ABCD"\n' if w.float32 else 'type = "uint16"\n'
+            address = 2 * t if w.float32 else t
+            tags.append(f'[[sources.tags]]\nname = "d{i}.t{t}"\ndevice = "d{i}"\naddress = {address}\n{kind}')
+    return lines + tags
 
 
 def make_model(path: Path, w: Workload, tags: list[str]) -> None:

@@ -8,8 +8,9 @@ same transaction as the messages they numbered, and the format is inspectable wi
 Nothing blocks the event loop (issue 11 item 5): ``append``, ``ack``, ``dead_letter`` and ``release``
 only queue work; a writer thread per outbox takes everything queued at once and commits it as one
 transaction (group commit: one fsync however many appends arrived meanwhile); ``take`` awaits the
-writer's answer. A take sees only committed messages, so nothing is published that a crash could
-renumber. The stats are the writer's and lag an append until ``await settled()``.
+writer's answer, and a take that finds nothing waits on the writer for the commit that brings something
+(``agent.delivery.parked``). A take sees only committed messages, so nothing is published that a crash
+could renumber. The stats are the writer's and lag an append until ``await settled()``.
 
 Durability (``OutboxConfig.fsync``): a committed transaction survives ``kill -9`` in every mode (it is in
 the OS page cache); what is queued but not yet committed (at most one commit time, milliseconds) is not.
@@ -24,7 +25,6 @@ A damaged file is moved aside and a fresh one started, seq continuing (``agent.d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import sqlite3
 import threading
@@ -38,6 +38,7 @@ from agent.config import statedir
 from agent.delivery import damage
 from agent.delivery.disk_full import DiskFull, is_full
 from agent.delivery.outbox import Encode, Refused
+from agent.delivery.parked import Desk, Take, Taken
 from agent.delivery.sqlite_book import Group, SqliteBook
 from agent.errors import FatalError
 from agent.records import Envelope, Message
@@ -82,7 +83,7 @@ class SqliteOutbox(SqliteBook):
         self._queued = 0  # appended messages the writer has not numbered yet (under _lock)
         self._seqs = damage.Reservations(path)
         self._full = DiskFull(self)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._desk = Desk(self._attempt)
         statedir.private_dir(path.parent)  # 0700 whatever the umask (issue 10)
         self._committed = 0
         self._open()
@@ -98,7 +99,6 @@ class SqliteOutbox(SqliteBook):
         batch = list(messages)
         if not batch:
             return
-        self._remember_loop()
         with self._lock:
             self._queued += len(batch)
             self.stats.depth += len(batch)
@@ -113,27 +113,32 @@ class SqliteOutbox(SqliteBook):
             self._ops.put(("dead", list(refused)))
 
     def release(self) -> None:
-        self._remember_loop()
         self._ops.put(("release",))
-        self._wakeup.set()
 
     async def settled(self) -> None:
-        await self._ask("sync")
+        answer: Future[None] = Future()
+        self._ops.put(("sync", answer))
+        await asyncio.wrap_future(answer)
 
-    async def _pick_async(self, n: int, budget: int) -> tuple[list[Envelope], int]:
-        result: tuple[list[Envelope], int] = await self._ask("take", n, budget)
-        return result
+    async def take(self, n: int, timeout: float) -> list[Envelope]:  # noqa: ASYNC109 - the contract
+        """As ``Outbox.take``; the wait happens on the writer, which answers from the next commit.
 
-    async def _ask(self, op: str, *args: Any) -> Any:
-        self._remember_loop()
-        answer: Future[Any] = Future()
-        self._ops.put((op, *args, answer))
-        return await asyncio.wrap_future(answer)
-
-    def _remember_loop(self) -> None:
-        if self._loop is None:
-            with contextlib.suppress(RuntimeError):
-                self._loop = asyncio.get_running_loop()
+        Out of replay budget (the pacer), the writer keeps the take until a burst's worth is back or a
+        live message commits, whichever comes first; then it is asked again with the new budget.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            budget = self._pacer.available()
+            until = deadline if budget else min(deadline, time.monotonic() + self._pacer.wait_s())
+            answer: Future[Taken] = Future()
+            self._ops.put(("take", Take(n, budget, until, answer)))
+            batch, replayed, paced = await asyncio.wrap_future(answer)
+            if batch:
+                self._pacer.spend(replayed)
+                self.stats.replayed += replayed
+                return batch
+            if not paced or time.monotonic() >= deadline:
+                return []
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -181,7 +186,11 @@ class SqliteOutbox(SqliteBook):
 
     def _run(self) -> None:
         while True:
-            group = [self._ops.get()]
+            try:
+                group = [self._ops.get(timeout=self._desk.timeout())]
+            except queue.Empty:  # a parked take's deadline
+                self._desk.retry()
+                continue
             while True:
                 try:
                     group.append(self._ops.get_nowait())
@@ -189,6 +198,7 @@ class SqliteOutbox(SqliteBook):
                     break
             if not self._process(group):
                 break
+        self._desk.retry(final=True)
         if self._full.opened:
             self._db.close()
 
@@ -211,12 +221,16 @@ class SqliteOutbox(SqliteBook):
                 pending = Group()
                 if self._full.opened:
                     self._release()
+                self._desk.retry()
             elif name == _STOP:
                 going = False
             else:  # take, sync: they see what was queued before them, committed
                 appended = self._flush(pending, appended)
                 pending = Group()
-                self._answer(op)
+                if name == "take":
+                    self._desk.offer(op[1])
+                elif op[1].set_running_or_notify_cancel():
+                    op[1].set_result(None)
         self._flush(pending, appended)
         return going
 
@@ -236,24 +250,27 @@ class SqliteOutbox(SqliteBook):
             self._queued -= appended
             self.stats.depth = self._committed + self._queued
         if group.rows:
-            self._wake()
+            self._desk.retry()  # the parked takes, before any take queued after this commit
         return 0
 
-    def _answer(self, op: tuple[Any, ...]) -> None:
-        answer: Future[Any] = op[-1]
-        if not answer.set_running_or_notify_cancel():
-            return  # the take was cancelled (its delivery loop is going): nothing marked in flight
+    def _attempt(self, take: Take, final: bool) -> bool:
+        """Answer ``take`` if there is something for it or ``final``; else mark nothing and return False."""
+        cursor = dict(self._cursor)
+        self._paced = False
         try:
-            if op[0] == "take":
-                result: Any = self._pick(op[1], op[2]) if self._full.opened else ([], 0)
-                paced = self._paced
-                answer.set_result(result)
-                self._paced = paced
-            else:
-                answer.set_result(None)
+            batch, replayed = self._pick(take.n, take.budget) if self._full.opened else ([], 0)
         except sqlite3.Error as exc:
             self._full.write_error("take", exc)
-            answer.set_result(([], 0))
+            batch, replayed, final = [], 0, True
+        if not batch and not final:
+            return False
+        if not take.answer.set_running_or_notify_cancel():  # its delivery loop is going: unmark
+            self._cursor = cursor
+            for envelope in batch:
+                self._in_flight.pop(envelope.id, None)
+            return True
+        take.answer.set_result((batch, replayed, self._paced))
+        return True
 
     def transaction(self, group: Group) -> None:
         """Write and commit ``group``; called by ``DiskFull.commit``, which handles a full disk."""
@@ -278,9 +295,3 @@ class SqliteOutbox(SqliteBook):
     def _commit(self) -> None:
         """COMMIT (the fsync); a test store overrides this to slow it down."""
         self._db.execute("COMMIT")
-
-    def _wake(self) -> None:
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(self._wakeup.set)

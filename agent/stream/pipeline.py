@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.config.sections import PipelineConfig
-from agent.records import Kind, Message, Reading, numeric
+from agent.records import Kind, Message, Quality, Reading, numeric
 from agent.stream import features as feats
 from agent.stream.adapt import Drift
 from agent.stream.alerts import AlertState, Normal, Transition, alert_state, explain, headline
@@ -234,8 +234,14 @@ class Router:
         routes, last_good = self.routes, self.last_good
         for r in readings:
             arrived = r.ts if now is None else now
-            number = numeric(r)
-            value = math.nan if number is None else number
+            raw = r.value
+            if (raw.__class__ is float or raw.__class__ is int) and r.quality is not Quality.BAD:
+                value = float(raw)  # numeric()'s answer, inline: W2's 10,000 readings a second (issue 17)
+                if value - value != 0.0:  # inf or nan
+                    value = math.nan
+            else:
+                number = numeric(r)
+                value = math.nan if number is None else number
             if value == value:
                 last_good[r.tag] = arrived
             targets = routes.get(r.tag)

@@ -16,7 +16,7 @@ from typing import Any
 
 from agent.errors import TransientError
 from agent.records import Quality, Reading, Value, bad, not_finite
-from plugins.modbus.config import ModbusDevice, ModbusSourceConfig
+from plugins.modbus.config import ModbusDevice, ModbusSourceConfig, ModbusTag
 from plugins.modbus.connection import TAG_FAULTS, Connection, ExceptionAnswer
 from plugins.modbus.decode import REGISTER_TYPES, Codec, registers_to_bytes, resolve_order
 from plugins.modbus.planner import Limits, Request, Slot, fences_between, plan, split
@@ -37,7 +37,10 @@ class CompiledTag:
 
 
 def compile_tags(
-    config: ModbusSourceConfig, device: ModbusDevice, shared: dict[tuple[Any, ...], Codec] | None = None
+    config: ModbusSourceConfig,
+    device: ModbusDevice,
+    shared: dict[tuple[Any, ...], Codec] | None = None,
+    tags: Sequence[ModbusTag] | None = None,
 ) -> list[CompiledTag]:
     """The device's tags with protocol addresses and compiled codecs.
 
@@ -45,10 +48,12 @@ def compile_tags(
         shared: codecs already built, reused by every tag with the same type, order and scaling. Ten
             thousand tags use a handful of distinct codecs, and fewer long-lived objects keep the garbage
             collector's full passes short (they showed up as 20% of CPU in the benchmark).
+        tags: the device's tags when the caller sorted them out already (``tags_by_device``); else every
+            tag of ``config`` is looked at.
     """
     codecs = {} if shared is None else shared
     out = []
-    for tag in config.tags:
+    for tag in config.tags if tags is None else tags:
         if (tag.device or config.devices[0].name) != device.name:
             continue
         order = resolve_order(tag.type, tag.order or device.order) if tag.type in REGISTER_TYPES else ""
@@ -61,6 +66,14 @@ def compile_tags(
                 Slot(tag.name, tag.table, tag.protocol_address(config.address_base), tag.count), codec
             )
         )
+    return out
+
+
+def tags_by_device(config: ModbusSourceConfig) -> dict[str, list[ModbusTag]]:
+    """Every device's tags, in config order, in one pass (20 devices x 10,000 tags was 200,000 looks)."""
+    out: dict[str, list[ModbusTag]] = {device.name: [] for device in config.devices}
+    for tag in config.tags:
+        out.setdefault(tag.device or config.devices[0].name, []).append(tag)
     return out
 
 

@@ -21,7 +21,7 @@ from plugins.modbus.connection import Connection, ExceptionAnswer
 from plugins.modbus.decode import Codec
 from plugins.modbus.device import DeviceLoop
 from plugins.modbus.planner import Request
-from plugins.modbus.poller import DevicePoller, compile_tags
+from plugins.modbus.poller import DevicePoller, compile_tags, tags_by_device
 
 
 class ModbusSource(Source):
@@ -40,13 +40,14 @@ class ModbusSource(Source):
         connections: dict[str, Connection] = {}
         pollers: list[DevicePoller] = []
         codecs: dict[tuple[Any, ...], Codec] = {}
+        by_device = tags_by_device(cfg)
         for device in cfg.devices:
             endpoint = cfg.endpoint(device)
             if endpoint not in connections:
                 members = [d for d in cfg.devices if cfg.endpoint(d) == endpoint]
                 timeout = max(d.timeout for d in members)
                 connections[endpoint] = Connection(cfg, device, timeout, shared=len(members) > 1)
-            tags = compile_tags(cfg, device, codecs)
+            tags = compile_tags(cfg, device, codecs, by_device[device.name])
             if tags:
                 pollers.append(DevicePoller(device, tags, connections[endpoint], self.ctx.log))
         return list(connections.values()), pollers
