@@ -98,6 +98,7 @@ async def test_the_api_matches_its_published_schema(tmp_path: Path) -> None:
         )
         status = await get(port, "/api/status")
         series = await get(port, "/api/series")
+        after = await get(port, "/api/status")  # the replay may still be windowing between the two reads
         models = await get(port, "/api/models")
         index = await get(port, "/api")
         assert (await asyncio.to_thread(fetch, port, "/api/status", None))[0] == 401
@@ -115,7 +116,9 @@ async def test_the_api_matches_its_published_schema(tmp_path: Path) -> None:
     assert raised and "bearing_temp" in raised[0]["summary"] and raised[0]["top"][0]["tag"] == "bearing_temp"
     assert status["alerts"][0]["state"] == "cleared"  # newest first
     [scores] = series["pipelines"]
-    assert len(scores["points"]) == pipe["windows"] and max(p[1] for p in scores["points"]) > 4.0
+    windows_after = after["pipelines"][0]["windows"]
+    assert pipe["windows"] <= len(scores["points"]) <= windows_after
+    assert max(p[1] for p in scores["points"]) > 4.0
     [model] = models["models"]
     assert model["features"][0]["name"] == "bearing_temp.mean" and model["features"][0]["center"] == 45
     assert {s["name"]: s["state"] for s in status["sources"]} == {"rec": "up"}
