@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.ports import free_ports
 from benchmarks.spread import load, spread
 
 TAG_TYPES = [("uint16", 1), ("float32", 2), ("int32", 2), ("float32", 2)]  # (type, registers), cycled
@@ -164,18 +164,6 @@ async def ours(ports: list[int], tags_per_device: int, seconds: float) -> dict[s
         "cpu": cpu,
         "wall": wall,
     }
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports nobody listens on now, held open together so they are distinct."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def plans_for(devices: int, tags_per_device: int, optimal: bool) -> list[list[Any]]:

@@ -43,10 +43,17 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import side_by_side_gateways as gateways  # noqa: E402
 from benchmarks import side_by_side_node_red as node_red  # noqa: E402
-from benchmarks.side_by_side_check import Checker, cpu_s, free_ports, mosquitto, rss_mib  # noqa: E402
+from benchmarks.ports import free_ports  # noqa: E402
+from benchmarks.side_by_side_check import Checker, cpu_s, mosquitto, rss_mib  # noqa: E402
 from benchmarks.side_by_side_configs import WORKLOADS, Workload, agent_toml  # noqa: E402
 
 AGENT_OPTIONS: tuple[str, ...] = ()  # --agent-option: extra lines of the agent's [agent] table
+
+
+def snapshot(checker: Checker, pid: int) -> tuple[float, int, int, int]:
+    """The gateway's CPU seconds and the subscriber's readings, missing and wrong, read together."""
+    with checker.tally.lock:
+        return cpu_s(pid), checker.tally.readings, checker.tally.missing, checker.tally.wrong
 
 
 def gateway_command(
@@ -78,21 +85,9 @@ def measure(kind: str, w: Workload, server: Server, seconds: float, folder: Path
             time.sleep(0.01)
         startup = checker.tally.first - started
         time.sleep(5.0)  # warm: connections, first windows, Node-RED's JIT and its start-up garbage
-        with checker.tally.lock:
-            cpu0, n0, m0, w0 = (
-                cpu_s(proc.pid),
-                checker.tally.readings,
-                checker.tally.missing,
-                checker.tally.wrong,
-            )
+        cpu0, n0, m0, w0 = snapshot(checker, proc.pid)
         time.sleep(seconds)
-        with checker.tally.lock:
-            cpu1, n1, m1, w1 = (
-                cpu_s(proc.pid),
-                checker.tally.readings,
-                checker.tally.missing,
-                checker.tally.wrong,
-            )
+        cpu1, n1, m1, w1 = snapshot(checker, proc.pid)
         rss = rss_mib(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
