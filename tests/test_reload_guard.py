@@ -6,15 +6,17 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from agent.config.load import load_config
+from agent.runtime.core import Runtime, run_until_stopped
 from agent.runtime.reload import guard_reload, read_settled
 from tests.conftest import free_port
-from tests.pump import make_data
+from tests.pump import make_data, source_and_pipeline
 from tests.test_operations import Agent, write
 
 
@@ -66,6 +68,48 @@ def test_sighup_during_shutdown_does_not_kill_the_process(folder: Path) -> None:
         time.sleep(0.002)
     assert agent.stop() == 0, agent.log()[-2000:]
     assert '"stopped"' in agent.log()
+
+
+def test_the_hangup_disposition_is_never_the_default_once_the_run_has_begun(tmp_path: Path) -> None:
+    """The deterministic form of the test above: SIGHUP's disposition, checked after every C call.
+
+    The earlier code removed the loop's handler (which restores the default, "terminate") and then
+    ignored SIGHUP: a hang-up between the two killed the process after "stopped" (seen once in CI).
+    """
+    make_data(tmp_path / "data.csv", seconds=40, anomaly=(1000, 1000))
+    pump = source_and_pipeline(speed=1000, at_end="stop", model=False)
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        f'[agent]\nstate_dir = "state"\n[health]\nenabled = false\n{pump}\n'
+        '[[sinks]]\ntype = "jsonl"\npath = "out.jsonl"\nkinds = ["features"]\n'
+    )
+    runtime = Runtime(load_config(config, {}), str(config))
+    armed: list[bool] = []
+    defaulted: list[str] = []
+
+    def watch(_frame: object, event: str, arg: object) -> None:
+        if event != "c_return":
+            return
+        default = signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+        if not default:
+            armed.append(True)
+        elif armed:
+            defaulted.append(repr(arg))
+
+    async def run() -> None:
+        sys.setprofile(watch)
+        try:
+            await run_until_stopped(runtime, asyncio.Event())  # the replay ends: the run stops by itself
+        finally:
+            sys.setprofile(None)
+
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        asyncio.run(run())
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert armed and (tmp_path / "out.jsonl").read_text()
+    assert defaulted == [], f"SIGHUP would have killed the process after: {defaulted[:3]}"
 
 
 def cfg(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]

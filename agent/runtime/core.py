@@ -196,23 +196,29 @@ class Runtime(Streaming, Reloading):
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Run ``runtime``; SIGTERM and SIGINT set ``stop``, SIGHUP reloads the config file."""
+    """Run ``runtime``; SIGTERM and SIGINT set ``stop``, SIGHUP reloads the config file.
+
+    From the moment this installs its handlers, SIGHUP's disposition is never the default (which
+    kills the process): a Python handler while the runtime runs, swapped in place for "ignore" when
+    it returns (issue 11 item 2). The loop's own signal handling cannot do this, because removing a
+    handler there restores the default first.
+    """
     import signal
 
     loop = asyncio.get_running_loop()
-    handlers = {
-        signal.SIGTERM: stop.set,
-        signal.SIGINT: stop.set,
-        signal.SIGHUP: runtime.reload_requested.set,
-    }
-    for sig, handler in handlers.items():
+    for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, handler)
+            loop.add_signal_handler(sig, stop.set)
+
+    def hangup(_signum: int, _frame: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to reload
+            loop.call_soon_threadsafe(runtime.reload_requested.set)
+
+    signal.signal(signal.SIGHUP, hangup)
     try:
         await runtime.run(stop)
     finally:
-        for sig in handlers:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        # Its default action would kill the process while it exits (issue 11 item 2); ignore it.
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
