@@ -8,6 +8,7 @@ Workloads (the PLC servers run in their own process, never counted; the OPC UA o
     W2  20 Modbus devices x 500 uint16 tags at 1 Hz (10,000 tags)
     W3  1,000 OPC UA monitored items, each changed at 1 Hz (publishing and sampling 500 ms, queue 1)
     W4  W1 plus a pipeline: 10 s windows every 1 s, mean and std of the 50 tags, an ONNX model, alerts
+        (the bare script does the same with numpy and onnxruntime, so its RSS is the bare import of them)
 
 Gateways: ``bare`` (pymodbus or asyncua + paho in one asyncio script, one QoS 1 message per poll or per
 publish response, ``side_by_side_gateways``), ``agent`` (``edge-agent run`` with its defaults) and
@@ -45,7 +46,7 @@ from benchmarks import side_by_side_gateways as gateways  # noqa: E402
 from benchmarks import side_by_side_node_red as node_red  # noqa: E402
 from benchmarks.ports import free_ports  # noqa: E402
 from benchmarks.side_by_side_check import Checker, cpu_s, mosquitto, rss_mib  # noqa: E402
-from benchmarks.side_by_side_configs import WORKLOADS, Workload, agent_toml  # noqa: E402
+from benchmarks.side_by_side_configs import WORKLOADS, Workload, agent_toml, make_model  # noqa: E402
 
 AGENT_OPTIONS: tuple[str, ...] = ()  # --agent-option: extra lines of the agent's [agent] table
 
@@ -61,6 +62,8 @@ def gateway_command(
 ) -> list[str]:
     """The command line of one gateway; ``ns`` is W3's namespace index (the Node-RED flow names nodes by it)."""
     if kind == "bare":
+        if w.pipeline:
+            make_model(folder / "model.onnx", w, [f"d0.t{t}" for t in range(w.tags)])
         here = [sys.executable, __file__, "--bare", w.name, "--ports", ",".join(map(str, ports))]
         return [*here, "--broker", str(broker)]
     if kind == "agent":

@@ -2,7 +2,8 @@
 
 Servers (never counted): ``serve_modbus`` holds ``register``'s values; ``serve_opcua`` sets variable
 ``Line1.V<i>`` to ``opcua_value(tick, i)`` once a second. Bare gateways (counted): what a competent user
-writes with the libraries alone, one QoS 1 JSON message per poll (Modbus) or per publish response (OPC UA).
+writes with the libraries alone, one QoS 1 JSON message per poll (Modbus) or per publish response (OPC UA);
+W4's adds the same windows, features and ONNX model as the agent's pipeline (``BarePipeline``).
 """
 
 from __future__ import annotations
@@ -70,13 +71,43 @@ def _paho(broker: int) -> Any:
     return client
 
 
+class BarePipeline:
+    """W4's job with the libraries alone: a numpy ring of the last 10 s of each tag, every 1 s its mean and
+    std scored by an onnxruntime session on the harness's model (``model.onnx`` in the working directory),
+    published as one QoS 1 message. The same windows, features and model as the agent's W4 config."""
+
+    def __init__(self, tags: int, rows: int) -> None:
+        import numpy as np
+        import onnxruntime as ort
+
+        self.np = np
+        self.ring = np.full((rows, tags), np.nan)
+        self.row = 0
+        self.session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+        self.next_at = time.monotonic() + 1.0
+
+    def add(self, values: list[float], now: float, client: Any, seq: int) -> None:
+        np = self.np
+        self.ring[self.row % len(self.ring)] = values
+        self.row += 1
+        if time.monotonic() < self.next_at:
+            return
+        self.next_at += 1.0
+        features = np.column_stack((np.nanmean(self.ring, 0), np.nanstd(self.ring, 0))).reshape(1, -1)
+        score, contributions = self.session.run(None, {"features": features.astype(np.float32)})
+        top = [int(i) for i in np.argsort(contributions[0])[-3:]]
+        body = {"pipeline": "line", "seq": seq, "ts": now, "score": float(score[0]), "top": top}
+        client.publish("bench/bare/features/line", json.dumps(body), qos=1)
+
+
 async def bare_modbus(work: str, ports: list[int], broker: int) -> None:
-    """Poll with pymodbus, publish one QoS 1 JSON message per device and poll with paho."""
+    """Poll with pymodbus, publish one QoS 1 JSON message per device and poll with paho (W4: and score)."""
     from pymodbus.client import AsyncModbusTcpClient
 
     w = WORKLOADS[work]
     client = _paho(broker)
     f32 = AsyncModbusTcpClient.DATATYPE.FLOAT32
+    pipeline = BarePipeline(w.tags, round(10 / w.interval)) if w.pipeline else None
 
     async def device(i: int, port: int) -> None:
         modbus = AsyncModbusTcpClient("127.0.0.1", port=port)
@@ -105,6 +136,8 @@ async def bare_modbus(work: str, ports: list[int], broker: int) -> None:
                 ],
             }
             client.publish(f"bench/bare/readings/d{i}", json.dumps(body), qos=1)
+            if pipeline is not None:
+                pipeline.add(values, now, client, seq)
             next_at += w.interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -142,7 +175,7 @@ async def bare_opcua(work: str, port: int, broker: int) -> None:
             ts = (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp()
             pending.append({"tag": tag, "ts": ts, "value": val, "quality": "good"})
 
-    client = Client(f"opc.tcp://127.0.0.1:{port}/", timeout=60)
+    client = Client(f"opc.tcp://127.0.0.1:{port}/", timeout=60, watchdog_intervall=60)  # as the agent
     async with client:
         ns = await client.get_namespace_index(NS_URI)
         sub = await client.create_subscription(OPC_PUBLISH_S * 1000, Handler())
