@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,41 @@ def test_exit_code_2_and_no_traceback_from_the_real_command(tmp_path: Path) -> N
     )
     assert proc.returncode == 2
     assert "agent.bogus: unknown key 'bogus'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_relative_path_field_resolves_whatever_model_holds_it(tmp_path: Path) -> None:
+    """The walk skips models that cannot hold a path (10,000 Modbus tags, issue 17): none is missed."""
+    (tmp_path / "pw").write_text("secret\n")
+    text = """
+[agent]
+state_dir = "state"
+[[sources]]
+type = "replay"
+name = "rec"
+path = "data.csv"
+[[sources.tags]]
+name = "a"
+[[pipelines]]
+name = "p"
+tags = ["a"]
+model = "models/p.onnx"
+[[sinks]]
+type = "jsonl"
+path = "out/x.jsonl"
+[[sinks]]
+type = "mqtt"
+host = "127.0.0.1"
+username = "u"
+password_file = "pw"
+tls_ca_file = "certs/ca.pem"
+"""
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    cfg = load_config(path, {})
+    mqtt: Any = cfg.sinks[1]
+    assert cfg.agent.state_dir == tmp_path / "state"
+    assert cfg.sources[0].path == tmp_path / "data.csv"  # type: ignore[attr-defined]
+    assert cfg.pipelines[0].model == tmp_path / "models" / "p.onnx"
+    assert cfg.sinks[0].path == tmp_path / "out" / "x.jsonl"  # type: ignore[attr-defined]
+    assert mqtt.tls_ca_file == tmp_path / "certs" / "ca.pem"
+    assert mqtt.password.get_secret_value() == "secret"

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, c
 
 from agent.config.base import SinkConfig, SourceConfig
 from agent.config.explain import explain_validation
+from agent.config.paths import anchor_files, resolve_paths
 from agent.config.recording import RecordingConfig
 from agent.config.sections import AgentSection, BusConfig, HealthConfig, PipelineConfig
 from agent.errors import ConfigError, ConfigIssue
@@ -165,10 +166,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
         raise ConfigError(file, issues)
     model = config_model()
     try:
-        cfg = model(**_anchor_files(data, Path(path).resolve().parent))
+        cfg = model(**anchor_files(data, Path(path).resolve().parent))
     except ValidationError as exc:
         raise ConfigError(file, _blame_env(explain_validation(exc, model, data), origins)) from None
-    _resolve_paths(cfg, Path(path).resolve().parent)
+    resolve_paths(cfg, Path(path).resolve().parent)
     issues = cross_check(cfg)
     if issues:
         raise ConfigError(file, issues)
@@ -214,34 +215,6 @@ def _blame_env(issues: list[ConfigIssue], origins: dict[str, str]) -> list[Confi
         )
         out.append(replace(issue, origin=f"{var} (environment)") if var else issue)
     return out
-
-
-def _anchor_files(data: Any, base: Path) -> Any:
-    """Relative ``*_file`` values made absolute against the config's folder before validation, because
-    secret files are read while validating (issue 12: a relative password_file was read from the cwd)."""
-    if isinstance(data, list):
-        return [_anchor_files(item, base) for item in data]
-    if not isinstance(data, dict):
-        return data
-    return {
-        k: str(base / v)
-        if k.endswith("_file") and isinstance(v, str) and v and not Path(v).is_absolute()
-        else _anchor_files(v, base)
-        for k, v in data.items()
-    }
-
-
-def _resolve_paths(model: BaseModel, base: Path) -> None:
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, Path) and not value.is_absolute():
-            object.__setattr__(model, name, base / value)
-        elif isinstance(value, BaseModel):
-            _resolve_paths(value, base)
-        elif isinstance(value, list):
-            for item in value:
-                if isinstance(item, BaseModel):
-                    _resolve_paths(item, base)
 
 
 def _tag_locations(cfg: AgentConfig) -> Iterator[tuple[str, str]]:

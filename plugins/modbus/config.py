@@ -237,6 +237,7 @@ class ModbusSourceConfig(SourceConfig):
                 raise ValueError(
                     f"transport {self.transport!r} needs host (on the source or on {', '.join(missing)})"
                 )
+        by_name = {d.name: d for d in self.devices}
         for index, tag in enumerate(self.tags):
             if tag.device is None:
                 if len(self.devices) > 1:
@@ -246,7 +247,7 @@ class ModbusSourceConfig(SourceConfig):
                     f"tags[{index}] ({tag.name}) refers to device {tag.device!r}, but this source defines "
                     f"devices: {', '.join(names)}"
                 )
-            device = self.device_of(tag)
+            device = by_name[tag.device] if tag.device is not None else self.devices[0]
             try:
                 tag.protocol_address(self.address_base)
                 if tag.type in REGISTER_TYPES:
