@@ -13,6 +13,9 @@ messages (~400 bytes of JSON each):
 Then the outbox alone: append rate per fsync policy, and replay rate of a backlog after a reopen, unpaced
 and paced at the default ``replay_rate`` (2,000/s), beside raw paho publishing the same messages at the
 same pace (a thread that sends 20 every 10 ms): what pacing costs the agent above what paho itself costs.
+Raw paho runs its own network thread (``loop_start``), as a plain paho script does; the agent drives paho
+from its event loop (no thread, issue 17), so the paced case also has a second bare baseline, "raw paho on
+the loop": the same client and pace with paho driven by an asyncio loop as aiomqtt does.
 CPU is process CPU time (all threads) over wall time; RSS is the resident set at the end of each case.
 
 Rounds alternate raw paho and the agent; ratios are taken per round (the same minute of the machine) and
@@ -134,6 +137,51 @@ def raw_paho_paced(port: int, messages: list[Message], rate: float, seconds: flo
             time.sleep(max(0.0, start + sent / rate - time.perf_counter()))
     client.disconnect()
     client.loop_stop()
+    return acked / meter.wall, meter
+
+
+async def raw_paho_paced_on_loop(
+    port: int, messages: list[Message], rate: float, seconds: float
+) -> tuple[float, Meter]:
+    """``raw_paho_paced`` with paho driven by this asyncio loop: the socket watched with add_reader /
+    add_writer, ``loop_misc`` every second, no network thread (the way aiomqtt drives paho)."""
+    loop = asyncio.get_running_loop()
+    acked = 0
+
+    def on_publish(*_: Any) -> None:
+        nonlocal acked
+        acked += 1
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-raw-loop")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.on_socket_register_write = lambda c, _, sock: loop.add_writer(sock, c.loop_write)
+    client.on_socket_unregister_write = lambda c, _, sock: loop.remove_writer(sock)
+    client.on_socket_close = lambda c, _, sock: loop.remove_reader(sock)
+    client.connect("127.0.0.1", port)  # blocking, but loopback and before the measurement
+    loop.add_reader(client.socket(), client.loop_read)
+    misc: list[asyncio.TimerHandle] = []
+
+    def tick() -> None:
+        if client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+            misc[:] = [loop.call_later(1.0, tick)]
+
+    tick()
+    await eventually(client.is_connected, what="the CONNACK")
+    topic, step = "bench/raw/features/press7", 20
+    payloads = [dumps(wire(Envelope(n, n + 1, m), "bench")).encode() for n, m in enumerate(messages)]
+    with Meter() as meter:
+        start, sent = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds and sent + step <= len(payloads):
+            for payload in payloads[sent : sent + step]:
+                client.publish(topic, payload, 1)
+            sent += step
+            await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+    client.disconnect()
+    await eventually(lambda: client.socket() is None, what="the DISCONNECT written")
+    for handle in misc:
+        handle.cancel()
     return acked / meter.wall, meter
 
 
@@ -261,12 +309,14 @@ async def main() -> None:
             f"{'replay after restart, unpaced':44} {unpaced:15.0f}   CPU {100 * meter.cpu / meter.wall:.0f} %"
         )
         seconds = 3.0 if args.quick else 5.0
-        paced_ours, paced_raw = [], []
+        paced_ours, paced_raw, paced_loop = [], [], []
         for r in range(rounds):
             paced_raw.append(await asyncio.to_thread(raw_paho_paced, broker.port, messages, 2000.0, seconds))
+            paced_loop.append(await raw_paho_paced_on_loop(broker.port, messages, 2000.0, seconds))
             paced_ours.append(await replay(broker.port, messages, folder, 2000.0, seconds, r))
         for name, runs in (
             ("raw paho, QoS 1 at 2000/s", paced_raw),
+            ("raw paho on the loop, QoS 1 at 2000/s", paced_loop),
             ("replay after restart, replay_rate=2000", paced_ours),
         ):
             shares = [100 * m.cpu / m.wall for _, m in runs]

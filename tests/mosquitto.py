@@ -129,7 +129,8 @@ def make_pki(folder: Path) -> Pki:
 class Mosquitto:
     """One mosquitto process with its config in ``folder``; the ports stay the same across restarts."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, debug: bool = False) -> None:
+        self.debug = debug  # log every packet (PINGREQ included) to ``log``
         binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )
@@ -160,6 +161,7 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
             "log_type information",
+            *(["log_type debug"] if self.debug else []),
             *(["user root"] if os.geteuid() == 0 else []),
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",

@@ -1,8 +1,8 @@
-"""paho's network thread handing over to the event loop, for the MQTT sinks (see ``plugins.mqtt.sink``).
+"""paho's callbacks for the MQTT sinks (see ``plugins.mqtt.sink``), on the event loop's thread.
 
-paho calls ``_on_connect``, ``_on_disconnect`` and ``_on_publish`` from its own thread; they never touch
-asyncio objects. CONNACK and disconnects reach the loop with ``call_soon_threadsafe``; PUBACKs are queued
-on a deque and drained in the loop by one scheduled callback per burst, not one per message.
+paho is driven by the loop (``plugins.mqtt.netloop``): it calls ``_on_connect``, ``_on_disconnect`` and
+``_on_publish`` from inside ``loop_read`` / ``loop_write`` / ``loop_misc``, so they resolve the futures the
+sink awaits directly, one PUBACK at a time, with no hop between threads.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,58 +31,34 @@ class Pending:
 
 
 class PahoBridge:
-    """The callback half of ``MqttSink``: PUBACKs, CONNACK and lost connections, handed to the loop."""
+    """The callback half of ``MqttSink``: PUBACKs, CONNACK and lost connections, on the loop thread."""
 
     _client: mqtt.Client | None
-    _loop: asyncio.AbstractEventLoop | None
     _connack: asyncio.Future[Any] | None
     _connected: bool
     _waiting: dict[int, tuple[Pending, int]]
-    _acks: deque[tuple[int, str | None]]
-    _drain_scheduled: bool
-
-    # paho's network thread calls these three; they only hand over to the event loop.
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any
     ) -> None:
-        self._threadsafe(self._connack_received, client, code)
+        if client is self._client and self._connack is not None and not self._connack.done():
+            self._connack.set_result(code)
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any
     ) -> None:
-        self._threadsafe(
-            self._connection_lost, client, code.getName() if code is not None else "network error"
-        )
+        self._connection_lost(client, code.getName() if code is not None else "network error")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, code: ReasonCode, props: Any) -> None:
-        self._acks.append((mid, f"0x{code.value:02X} {code.getName()}" if code.is_failure else None))
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            self._threadsafe(self._drain_acks)
-
-    def _threadsafe(self, callback: Any, *args: Any) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-                self._loop.call_soon_threadsafe(callback, *args)
-
-    def _connack_received(self, client: mqtt.Client, code: ReasonCode) -> None:
-        if client is self._client and self._connack is not None and not self._connack.done():
-            self._connack.set_result(code)
-
-    def _drain_acks(self) -> None:
-        self._drain_scheduled = False  # before draining: an ack queued from now on schedules a new drain
-        while self._acks:
-            mid, refused = self._acks.popleft()
-            waiting = self._waiting.pop(mid, None)
-            if waiting is None:
-                continue
-            pending, index = waiting
-            if refused:
-                pending.refused.append((index, refused))
-            pending.remaining -= 1
-            if pending.remaining == 0 and not pending.future.done():
-                pending.future.set_result(None)
+        waiting = self._waiting.pop(mid, None)
+        if waiting is None:
+            return  # nobody waits for it (a Sparkplug rebirth)
+        pending, index = waiting
+        if code.is_failure:
+            pending.refused.append((index, f"0x{code.value:02X} {code.getName()}"))
+        pending.remaining -= 1
+        if pending.remaining == 0 and not pending.future.done():
+            pending.future.set_result(None)
 
     def _connection_lost(self, client: mqtt.Client, reason: str) -> None:
         if client is not self._client:

@@ -1,9 +1,9 @@
-"""The MQTT sink: one paho client per connection, bridged into asyncio.
+"""The MQTT sink: one paho client per connection, driven by the asyncio event loop.
 
-Threading: paho runs its network loop in its own daemon thread (``loop_start``); its callbacks never
-touch asyncio objects directly. CONNACK and disconnects reach the event loop with
-``call_soon_threadsafe``; PUBACKs are queued on a deque and drained in the loop by one scheduled callback
-per burst, not one per message. The blocking ``connect`` (DNS, TCP, TLS) runs in the default executor.
+Threading: none of paho's. The event loop drives the client (``plugins.mqtt.netloop``: the socket watched
+with ``add_reader``/``add_writer``, ``loop_misc`` every second for keepalive), so paho's callbacks run on
+the loop thread and resolve the sink's futures directly. Only the blocking ``connect`` (DNS, TCP, TLS) runs
+in the default executor; paho writes nothing from there.
 
 One owner of reconnects: paho's own reconnect is off (``reconnect_on_failure=False``). A lost connection
 fails the pending ``publish`` with ``TransientError``; the delivery loop's supervisor reconnects with a
@@ -19,7 +19,6 @@ import asyncio
 import functools
 import os
 import time
-from collections import deque
 from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
@@ -32,6 +31,7 @@ from agent.records import Envelope, Kind
 from plugins.mqtt.bridge import PahoBridge, Pending, close_socket, next_session
 from plugins.mqtt.config import MqttSinkConfig
 from plugins.mqtt.connect import connack_error, connect_error, connect_options, tls_context
+from plugins.mqtt.netloop import NetLoop
 from plugins.mqtt.payloads import Encoder, Topics
 from plugins.mqtt.servers import Server, ServerList, one_pass_error
 from plugins.mqtt.uns import Uns
@@ -62,12 +62,11 @@ class MqttSink(PahoBridge, Sink):
             else None
         )
         self._client: mqtt.Client | None = None
+        self._net: NetLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._connack: asyncio.Future[ReasonCode | str] | None = None  # str: why the connection dropped
         self._waiting: dict[int, tuple[Pending, int]] = {}
-        self._acks: deque[tuple[int, str | None]] = deque()
-        self._drain_scheduled = False
         self._probing = False  # check --connect: own client id, no will, no birth, no goodbye
         self._session = 0  # this connection's number: its birth and its will carry it (Sparkplug's bdSeq)
 
@@ -91,15 +90,16 @@ class MqttSink(PahoBridge, Sink):
 
     async def _open(self, server: Server) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        self._waiting, self._acks, self._drain_scheduled = {}, deque(), False
+        self._waiting = {}
         self._connack = loop.create_future()
         if not self._probing:
             self._session = await asyncio.to_thread(next_session, self.ctx.state_dir, self.ctx.name)
         self._where = server.where
         client = self._client = self._new_client(server)
+        net = self._net = NetLoop(client, functools.partial(self._broken, client))
         try:
             await self._connect(client, server)
-            client.loop_start()
+            net.start()
             try:
                 async with asyncio.timeout(self.config.connect_timeout):
                     code = await self._connack
@@ -115,12 +115,12 @@ class MqttSink(PahoBridge, Sink):
                 return
             await self._session_started()
         except BaseException:
-            await self._close(client, goodbye=False)
+            await self._close(goodbye=False)
             raise
 
     async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
-            await self._close(self._client, goodbye=True)
+            await self._close(goodbye=True)
         self._attempt_ended(exc[1] if len(exc) > 1 else None)
 
     def _attempt_ended(self, exc: object) -> None:
@@ -278,8 +278,12 @@ class MqttSink(PahoBridge, Sink):
         except OSError as exc:  # ssl.SSLError, socket.gaierror and TimeoutError are OSErrors too
             raise connect_error(exc, server.host, self._where) from exc
 
-    async def _close(self, client: mqtt.Client, goodbye: bool) -> None:
-        """Say offline (retained) when leaving on purpose, then disconnect and stop paho's thread."""
+    def _broken(self, client: mqtt.Client, exc: BaseException) -> None:
+        self.ctx.log.error("mqtt client failed", broker=self._where, exc_info=exc)
+        self._connection_lost(client, f"{type(exc).__name__}: {exc}")
+
+    async def _close(self, goodbye: bool) -> None:
+        """Say offline (retained) when leaving on purpose, then disconnect and stop watching the socket."""
         if goodbye and self._connected and not self._probing:
             try:
                 async with asyncio.timeout(min(2.0, self.config.ack_timeout)):
@@ -287,6 +291,6 @@ class MqttSink(PahoBridge, Sink):
             except (TimeoutError, TransientError, FatalError):
                 pass  # the broker publishes the retained will instead
         self._connected = False
-        client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
-        self._client = None
+        if self._net is not None:
+            self._net.stop()
+        self._client = self._net = None

@@ -1,6 +1,6 @@
 """The Sparkplug B sink: the MQTT sink's connection, speaking as a Sparkplug 3.0 edge node.
 
-It reuses ``plugins.mqtt.sink.MqttSink`` whole (paho bridged into asyncio, one reconnect owner, PUBACK
+It reuses ``plugins.mqtt.sink.MqttSink`` whole (paho driven by the event loop, one reconnect owner, PUBACK
 waits, error translation in ``plugins.mqtt.connect``) and changes only what a session says: the will is
 NDEATH with this session's ``bdSeq`` (QoS 1, not retained); once connected it subscribes to its NCMD and
 DCMD topics (and the primary host's STATE when configured), then publishes NBIRTH and the DBIRTHs.
@@ -123,14 +123,12 @@ class SparkplugSink(MqttSink):
     def _items(self, outs: list[Out]) -> list[tuple[str, bytes, int, bool]]:
         return [(o.topic, o.payload, self._qos_of.get(o.type, 0), False) for o in outs]
 
-    # -- commands (paho's thread hands them over; they run on the loop) -------------------------------
+    # -- commands (paho calls on_message on the loop thread, from loop_read) ---------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._threadsafe(self._received, client, msg.topic, bytes(msg.payload))
-
-    def _received(self, client: mqtt.Client, topic: str, payload: bytes) -> None:
         if client is not self._client:
             return
+        topic, payload = msg.topic, bytes(msg.payload)
         if topic.startswith(f"{NAMESPACE}/STATE/"):
             self._state(payload)
         elif "/NCMD/" in topic:
