@@ -16,6 +16,7 @@ from pymodbus.simulator import DataType, SimData
 from agent.batch import BatchLayout, ReadingBatch, ReadingChain, parts
 from agent.ops.status_api import StatusFeed
 from agent.records import NOT_FINITE, Kind, Message, Quality, Reading, WireEncoder, bad, encode_body
+from agent.stream.eventtime import EventTimeGuard
 from agent.stream.pipeline import Router
 from plugins.modbus.decode import Codec
 from tests.test_modbus_source import make_source, plc, sim_device
@@ -214,3 +215,17 @@ async def test_a_refused_tag_is_bad_beside_the_batches_of_its_neighbours(tmp_pat
     # after the lesson, the good tags come in batches and the refused one alone, BAD
     kinds = [p.__class__ for p in cycles[1].parts]  # type: ignore[attr-defined]  # a ReadingChain
     assert kinds.count(ReadingBatch) == 2 and kinds.count(list) == 1
+
+
+def test_the_event_time_guard_keeps_a_batch_within_bounds_whole() -> None:
+    now = 1764000000.0
+    late = ReadingBatch(BatchLayout(["a", "b"]), now + 3600, [1, 2])
+    on_time = ReadingBatch(BatchLayout(["a", "b", "c"]), now + 1, [3, 4, 5])
+    chain = ReadingChain([late, [bad("d", now, "timeout")], on_time])
+    for policy in ("restamp", "drop"):
+        fast, slow = EventTimeGuard(10.0, policy), EventTimeGuard(10.0, policy)
+        out = fast(chain, now)
+        assert out == slow(list(chain), now)
+        assert fast.off == slow.off == set() and fast.total == slow.total == 2
+        assert isinstance(out, ReadingChain) and out.parts[-1] is on_time
+        assert fast(late, now) == slow(list(late), now) and fast.off == slow.off == {"a", "b"}
