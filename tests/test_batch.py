@@ -1,6 +1,7 @@
 """Readings in batches (issue 17): ``ReadingBatch`` / ``ReadingChain`` are the same readings as the
 per-reading path, on the wire (byte for byte), in the router, in the status feed and from a real
-pymodbus server, for every layout; layouts one ``struct`` cannot express stay on the per-tag path."""
+pymodbus server, for every layout; layouts one ``struct`` cannot express (bit fields, strings, tags that
+overlap) and blocks holding a NaN or an infinity stay on the per-tag path."""
 
 from __future__ import annotations
 
@@ -123,8 +124,17 @@ LITTLE = [
     ("lf32", "float32", "DCBA", 3, 0.25, {}),
     ("lf64", "float64", "HGFEDCBA", 5, 1e300, {}),
 ]
-MIXED = [("m1", "uint32", "ABCD", 0, 1, {}), ("m2", "uint32", "CDAB", 2, 2, {})]
-SWAPPED = [("s1", "int32", "CDAB", 0, -5, {}), ("s2", "float32", "BADC", 2, 3.5, {})]
+MIXED = [  # every order of every width in one block, beside each other
+    ("m1", "uint32", "ABCD", 0, 1, {}),
+    ("m2", "uint32", "CDAB", 2, 123456789, {}),
+    ("m3", "int32", "BADC", 4, -987654, {}),
+    ("m4", "float32", "DCBA", 6, 1.5, {}),
+    ("m5", "int16", "BA", 8, -2, {}),
+    ("m6", "int64", "GHEFCDAB", 9, -(2**40) - 7, {}),
+    ("m7", "uint64", "BADCFEHG", 13, 2**63 + 11, {}),
+    ("m8", "float64", "HGFEDCBA", 17, -2.25, {"scale": 2.0}),
+]
+SWAPPED = [("s1", "int32", "CDAB", 0, -5, {}), ("s2", "float32", "CDAB", 3, math.inf, {})]
 NOT_FINITE_FLOATS = [
     ("ok", "float32", "ABCD", 0, 1.25, {}),
     ("nan", "float32", "ABCD", 2, math.nan, {}),
@@ -148,13 +158,13 @@ def registers(layout: list[tuple[str, str, str, int, Any, dict[str, Any]]]) -> l
     [
         (BIG, True),
         (LITTLE, True),
-        (MIXED, False),
+        (MIXED, True),
         (SWAPPED, False),
         (NOT_FINITE_FLOATS, False),
         (OVERLAP, False),
         (SPECIAL, False),
     ],
-    ids=["big", "little", "mixed-orders", "swapped", "not-finite", "overlap", "bit-field"],
+    ids=["big", "little", "mixed-orders", "swapped-inf", "not-finite", "overlap", "bit-field"],
 )
 async def test_a_request_decodes_to_what_the_per_tag_path_gives(
     tmp_path: Path, port: int, layout: list[Any], batched: bool

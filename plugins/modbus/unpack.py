@@ -1,11 +1,11 @@
 """One request's answer decoded by one ``struct`` call into a ``ReadingBatch`` (issue 17). Pure.
 
 ``compile_request`` looks at a register request once, when the plan is made: if every tag is a plain
-number (int16 .. uint64, float32, float64) in one byte order that ``struct`` expresses for the whole
-block (all big-endian orders ``AB``/``ABCD``/``ABCDEFGH``, or all fully reversed ``BA``/``DCBA``/
-``HGFEDCBA``) and no two tags overlap, the block's layout becomes one precompiled ``struct.Struct``
-with pad bytes for the holes. Anything else (word swaps, byte swaps inside words, mixed orders, bit
-fields, strings, overlapping tags) gets ``None`` and stays on the per-tag ``Codec`` path, which is the
+number (int16 .. uint64, float32, float64) and no two tags overlap, the block's layout becomes one
+precompiled big-endian ``struct.Struct`` with pad bytes for the holes. Tags in other byte orders (word
+swap ``CDAB``, byte swap ``BADC``, little-endian ``DCBA``..., mixed freely) are first put in big-endian
+order by one permutation of the whole block's bytes, also precompiled. Anything else (bit fields,
+strings, overlapping tags) gets ``None`` and stays on the per-tag ``Codec`` path, which is the
 reference: a batch holds exactly the values that path would give.
 
 Bit requests (coils, discrete inputs) always compile: their values are the answer's bits.
@@ -13,6 +13,7 @@ Bit requests (coils, discrete inputs) always compile: their values are the answe
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,8 +24,6 @@ from plugins.modbus.planner import Request
 
 _CODE = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
 _CODE.update({"int64": "q", "uint64": "Q", "float64": "d"})
-_BIG = frozenset({"AB", "ABCD", "ABCDEFGH"})
-_LITTLE = frozenset({"BA", "DCBA", "HGFEDCBA"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +33,7 @@ class RequestDecoder:
     Attributes:
         layout: the request's tags, in the request's slot order.
         unpack_from: the block's precompiled ``struct`` unpacker; None for a bit request.
+        permute: puts the answer's bytes in big-endian order per tag; None when they already are.
         offsets: for a bit request, each tag's bit in the answer.
         checked: indices whose value must be finite (floats, and scaled values) for a batch.
         scaled: ``(index, scale, offset)`` of the tags with an engineering conversion.
@@ -41,6 +41,7 @@ class RequestDecoder:
 
     layout: BatchLayout
     unpack_from: Callable[[bytes, int], tuple[int | float, ...]] | None
+    permute: Callable[[bytes], tuple[int, ...]] | None = None
     offsets: tuple[int, ...] = ()
     checked: tuple[int, ...] = ()
     scaled: tuple[tuple[int, float, float], ...] = ()
@@ -51,6 +52,8 @@ class RequestDecoder:
         if self.unpack_from is None:
             return ReadingBatch(self.layout, ts, [bool(data[o]) for o in self.offsets])
         assert isinstance(data, bytes)
+        if self.permute is not None:
+            data = bytes(self.permute(data))
         values: Sequence[int | float] = self.unpack_from(data, 0)
         if self.scaled:
             values = list(values)
@@ -70,17 +73,12 @@ def compile_request(request: Request, codecs: dict[str, Codec]) -> RequestDecode
     """The one-call decoder of ``request``, or None when one ``struct`` format cannot express it."""
     layout = BatchLayout(s.name for s in request.slots)
     if request.is_bits:
-        return RequestDecoder(layout, None, tuple(s.address - request.address for s in request.slots))
+        return RequestDecoder(layout, None, None, tuple(s.address - request.address for s in request.slots))
     used = [codecs[s.name] for s in request.slots]
     if any(c.dtype not in INT_TYPES and c.dtype not in FLOAT_TYPES for c in used):
         return None
-    orders = {c.order for c in used}
-    if orders <= _BIG:
-        fmt = [">"]
-    elif orders <= _LITTLE:
-        fmt = ["<"]
-    else:
-        return None
+    fmt = [">"]
+    perm = list(range(2 * request.count))  # big-endian byte k of the block is wire byte perm[k]
     end = request.address
     for slot, codec in zip(request.slots, used, strict=True):
         if slot.address < end:
@@ -88,8 +86,12 @@ def compile_request(request: Request, codecs: dict[str, Codec]) -> RequestDecode
         if slot.address > end:
             fmt.append(f"{2 * (slot.address - end)}x")
         fmt.append(_CODE[codec.dtype])
+        start = 2 * (slot.address - request.address)
+        for j in range(len(codec.order)):  # value byte j (A = most significant) is at order.index(A + j)
+            perm[start + j] = start + codec.order.index(chr(65 + j))
         end = slot.address + slot.count
     scaled = tuple((i, c.scale, c.offset) for i, c in enumerate(used) if c.scale != 1.0 or c.offset != 0.0)
     checked = tuple(i for i, c in enumerate(used) if c.is_float or c.scale != 1.0 or c.offset != 0.0)
     unpack_from = struct.Struct("".join(fmt)).unpack_from
-    return RequestDecoder(layout, unpack_from, (), checked, scaled)
+    permute = None if perm == list(range(len(perm))) else operator.itemgetter(*perm)
+    return RequestDecoder(layout, unpack_from, permute, (), checked, scaled)
