@@ -4,6 +4,9 @@ A block answered with "illegal data address" (or illegal function / value) is re
 same cycle. Tags refused on their own are BAD with the device's reason and are read alone from then on;
 if every tag reads fine alone, the hole the block bridged is fenced off so later plans stop bridging it.
 Either way only the guilty tags lose data, and the lesson is kept for the life of the source.
+
+A poll gives a ``ReadingChain``: per request a ``ReadingBatch`` decoded by one ``struct`` call where the
+request's layout allows it (``plugins.modbus.unpack``), else that request's per-tag readings.
 """
 
 from __future__ import annotations
