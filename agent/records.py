@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -155,21 +156,44 @@ def iso(ts: float) -> str:
 
 
 def encode_body(message: Message) -> bytes:
-    """The payload as compact JSON bytes; NaN and infinities become null, unknown types their ``str``."""
+    """The payload as compact JSON bytes; NaN and infinities become null, unknown types their ``str``.
+
+    The readings of a readings message are any ``Sequence[Reading]``; when the sequence has a
+    ``json_rows()`` method (``agent.batch``) and the payload is ``{"source", "readings"}``, that method
+    writes the rows: the same bytes ``json_rows(list(readings))`` would give.
+    """
     payload = message.payload
     if message.kind is Kind.READINGS and "readings" in payload:
-        rows: list[Any] = []
-        append = rows.append
-        last_ts, last_ms = None, 0  # a poll's readings share one timestamp: round it once (issue 17)
-        for r in payload["readings"]:
-            if r.__class__ is Reading and r.reason is None:
-                if r.ts != last_ts:
-                    last_ts, last_ms = r.ts, round(r.ts * 1000)
-                append({"tag": r.tag, "ts_ms": last_ms, "value": r.value, "quality": r.quality})
-            else:
-                append(r.to_dict() if isinstance(r, Reading) else r)
-        payload = {**payload, "readings": rows}
-    return orjson.dumps(payload, option=_OPTIONS, default=str)
+        readings = payload["readings"]
+        own = getattr(readings, "json_rows", None)
+        if own is not None and list(payload) == ["source", "readings"]:
+            return b'{"source":' + _dumps(payload["source"]) + b',"readings":[' + own() + b"]}"
+        payload = {**payload, "readings": _rows(readings)}
+    return _dumps(payload)
+
+
+def json_rows(readings: Iterable[Any]) -> bytes:
+    """The JSON rows of plain readings (or rows already dicts), comma-joined, without the brackets."""
+    return _dumps(_rows(readings))[1:-1]
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=_OPTIONS, default=str)
+
+
+def _rows(readings: Iterable[Any]) -> list[Any]:
+    """One JSON object per reading (already-dict rows pass through)."""
+    rows: list[Any] = []
+    append = rows.append
+    last_ts, last_ms = None, 0  # a poll's readings share one timestamp: round it once (issue 17)
+    for r in readings:
+        if r.__class__ is Reading and r.reason is None:
+            if r.ts != last_ts:
+                last_ts, last_ms = r.ts, round(r.ts * 1000)
+            append({"tag": r.tag, "ts_ms": last_ms, "value": r.value, "quality": r.quality})
+        else:
+            append(r.to_dict() if isinstance(r, Reading) else r)
+    return rows
 
 
 class WireEncoder:

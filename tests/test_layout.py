@@ -17,7 +17,15 @@ PROTOCOL_LIBRARIES = ("asyncua", "pymodbus", "paho")
 
 # Lower layers first. A module may import its own layer and the layers before it, never a later one.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("agent", "agent.errors", "agent.records", "agent.config", "agent.config.base", "agent.config.sections"),
+    (
+        "agent",
+        "agent.errors",
+        "agent.records",
+        "agent.batch",
+        "agent.config",
+        "agent.config.base",
+        "agent.config.sections",
+    ),
     ("agent.plugin", "agent.registry", "agent.supervise"),
     ("agent.config.load", "agent.config.reference"),
     ("agent.stream",),

@@ -3,7 +3,7 @@
 ``StatusFeed`` keeps what the runtime does not: the last reading of every tag, an hour of window
 scores per pipeline and the recent alerts. The runtime feeds it from one place each (readings as a
 source emits them, messages as the pipelines emit them); it only stores references and counts, so it
-costs the data path a dict write per reading.
+costs the data path a dict write per reading, and one per ``ReadingBatch`` (issue 17).
 
 ``StatusApi`` answers ``/`` (the page, from ``agent/ops/web``) and ``/api/...`` (documented in
 docs/status-page.md, shapes in ``agent/schemas/status-api.schema.json``) from a runtime view and the
@@ -18,10 +18,11 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
+from agent.batch import ReadingBatch, parts
 from agent.ops.http import Request, Response
 from agent.ops.metrics import MetricsSnapshot
 from agent.ops.status_card import card
@@ -48,16 +49,35 @@ class StatusFeed:
 
     def __init__(self, clock: Callable[[], float] = time.time, points: int = 3600, alerts: int = 50) -> None:
         self.clock = clock
-        self.tags: dict[str, tuple[Reading, float]] = {}  # tag -> (last reading, arrival time)
+        # tag, or a batch's tags -> (order of arrival, the reading or the batch, arrival time)
+        self._last: dict[Any, tuple[int, Any, float]] = {}
+        self._arrivals = 0
         self.series: dict[str, deque[tuple[float, float | None, float, int]]] = {}
         self.alerts: deque[dict[str, Any]] = deque(maxlen=alerts)
         self._points = points
 
-    def readings(self, readings: Iterable[Reading]) -> None:
-        """Called with every batch a source emits."""
-        now, tags = self.clock(), self.tags
-        for r in readings:
-            tags[r.tag] = (r, now)
+    def readings(self, readings: Sequence[Reading]) -> None:
+        """Called with every batch a source emits; a ``ReadingBatch`` is kept whole."""
+        now, last = self.clock(), self._last
+        for part in parts(readings):
+            self._arrivals += 1
+            seq = self._arrivals
+            if part.__class__ is ReadingBatch:
+                last[part.layout.tags] = (seq, part, now)
+            else:
+                for r in part:
+                    last[r.tag] = (seq, r, now)
+
+    @property
+    def tags(self) -> dict[str, tuple[Reading, float]]:
+        """tag -> (its last reading, arrival time); built when asked (the page, once a second at most)."""
+        out: dict[str, tuple[Reading, float]] = {}
+        for _, what, arrived in sorted(self._last.values(), key=lambda e: e[0]):
+            if what.__class__ is ReadingBatch:
+                out.update((r.tag, (r, arrived)) for r in what)
+            else:
+                out[what.tag] = (what, arrived)
+        return out
 
     def messages(self, messages: Iterable[Message]) -> None:
         """Called with every batch of messages the pipelines emit (features and alerts are kept)."""

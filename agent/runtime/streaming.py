@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from agent.batch import ReadingBatch, ReadingChain, parts
 from agent.config.load import AgentConfig
 from agent.delivery.bus import Bus
 from agent.ops.observe import Observer
@@ -35,7 +36,7 @@ class Streaming:
     router: Router
     sinks: dict[str, SinkRun]
     _pool: ThreadPoolExecutor
-    _pending_readings: dict[str, list[Reading]]
+    _pending_readings: dict[str, list[Sequence[Reading]]]
     _readings_sent: bool
     marks: WindowMarks
     recorder: SelfRecorder
@@ -63,7 +64,11 @@ class Streaming:
                 self.router.ingest(readings, now)  # re-read per batch: a reload may have replaced it
                 self.recorder.add(readings)  # to the writer thread; never waits
                 if self.wants_readings:
-                    self._pending_readings.setdefault(source, []).extend(readings)
+                    # batches are kept whole, encoded without a Reading made per tag (issue 17); a
+                    # plain sequence is copied, as the source may reuse it
+                    pending = self._pending_readings.setdefault(source, [])
+                    for part in parts(readings):
+                        pending.append(part if part.__class__ is ReadingBatch else list(part))
                     if not self._readings_sent:  # issue 17: the first readings go out at once
                         self._flush_readings()
             elif self.bus.closed:
@@ -103,7 +108,7 @@ class Streaming:
         self._emit(
             [
                 # The batch itself: encoded once, at append, by the sink that publishes it (issue 17).
-                Message(Kind.READINGS, source, now, {"source": source, "readings": rs})
+                Message(Kind.READINGS, source, now, {"source": source, "readings": ReadingChain(rs)})
                 for source, rs in pending.items()
                 if rs
             ]

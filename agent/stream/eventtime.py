@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from agent.batch import ReadingBatch, ReadingChain, parts
 from agent.records import Quality, Reading
 
 Policy = Literal["restamp", "drop"]
@@ -44,10 +45,43 @@ class EventTimeGuard:
         self.episode = 0  # readings touched in the current episode
         self.total = 0  # readings touched since start
 
-    def __call__(self, readings: Sequence[Reading], now: float) -> list[Reading]:
-        """``readings`` with those off the clock re-stamped or left out."""
-        out: list[Reading] = []
+    def __call__(self, readings: Sequence[Reading], now: float) -> Sequence[Reading]:
+        """``readings`` with those off the clock re-stamped or left out: a list, or for a
+        ``ReadingChain`` / ``ReadingBatch`` a ``ReadingChain`` in which a batch within bounds is kept whole."""
         was_off = bool(self.off)
+        if readings.__class__ is ReadingBatch or readings.__class__ is ReadingChain:
+            kept: list[Sequence[Reading]] = []
+            worst: Reading | None = None
+            for part in parts(readings):
+                if part.__class__ is ReadingBatch and abs(part.ts - now) <= self.skew:
+                    self.off.difference_update(part.layout.tags)
+                    kept.append(part)
+                else:
+                    checked, first = self._check(part, now, was_off)
+                    kept.append(checked)
+                    worst = worst or first
+            out: Sequence[Reading] = ReadingChain(kept)
+        else:
+            out, worst = self._check(readings, now, was_off)
+        if worst is not None and self.log is not None:
+            verb = "re-stamped" if self.policy == "restamp" else "dropped"
+            self.log.warning(
+                f"source clock off, readings {verb}",
+                tag=worst.tag,
+                offset_s=round(worst.ts - now, 1),
+                max_clock_skew_s=self.skew,
+            )
+        if was_off and not self.off:
+            if self.log is not None:
+                self.log.info("source clock back within bounds", readings_affected=self.episode)
+            self.episode = 0
+        return out
+
+    def _check(
+        self, readings: Sequence[Reading], now: float, was_off: bool
+    ) -> tuple[list[Reading], Reading | None]:
+        """The readings kept, and the first one off the clock when an episode starts with it."""
+        out: list[Reading] = []
         worst: Reading | None = None
         for r in readings:
             offset = r.ts - now
@@ -62,19 +96,7 @@ class EventTimeGuard:
             self.total += 1
             if self.policy == "restamp":
                 out.append(self._restamp(r, now, offset))
-        if worst is not None and self.log is not None:
-            verb = "re-stamped" if self.policy == "restamp" else "dropped"
-            self.log.warning(
-                f"source clock off, readings {verb}",
-                tag=worst.tag,
-                offset_s=round(worst.ts - now, 1),
-                max_clock_skew_s=self.skew,
-            )
-        if was_off and not self.off:
-            if self.log is not None:
-                self.log.info("source clock back within bounds", readings_affected=self.episode)
-            self.episode = 0
-        return out
+        return out, worst
 
     @staticmethod
     def _restamp(r: Reading, now: float, offset: float) -> Reading:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agent.batch import ReadingBatch, ReadingChain, parts
 from agent.config.sections import PipelineConfig
 from agent.records import Kind, Message, Quality, Reading, numeric
 from agent.stream import features as feats
@@ -228,9 +229,35 @@ class Router:
         """Add each reading to its pipelines' windows: a BAD or non-numeric one as NaN (a gap).
 
         Args:
-            readings: any mix of tags; tags no pipeline uses only update ``last_good``.
+            readings: any mix of tags; tags no pipeline uses only update ``last_good``. A
+                ``ReadingBatch`` (or a chain of them) is taken whole: all its values are good and finite.
             now: wall time of arrival; None takes each reading's own timestamp (replaying a recording).
         """
+        if readings.__class__ is ReadingBatch or readings.__class__ is ReadingChain:
+            for part in parts(readings):
+                if part.__class__ is ReadingBatch:
+                    self._ingest_batch(part, now)
+                else:
+                    self._ingest(part, now)
+            return
+        self._ingest(readings, now)
+
+    def _ingest_batch(self, batch: ReadingBatch, now: float | None) -> None:
+        tags, ts = batch.layout.tags, batch.ts
+        arrived = ts if now is None else now
+        self.last_good.update(dict.fromkeys(tags, arrived))
+        routes = self.routes
+        if not routes:
+            return
+        values = batch.values
+        for i, tag in enumerate(tags):
+            targets = routes.get(tag)
+            if targets:
+                value = float(values[i])
+                for pipe, j in targets:
+                    pipe.windower.add(j, ts, value, arrived)
+
+    def _ingest(self, readings: Iterable[Reading], now: float | None) -> None:
         routes, last_good = self.routes, self.last_good
         for r in readings:
             arrived = r.ts if now is None else now

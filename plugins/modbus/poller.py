@@ -4,6 +4,9 @@ A block answered with "illegal data address" (or illegal function / value) is re
 same cycle. Tags refused on their own are BAD with the device's reason and are read alone from then on;
 if every tag reads fine alone, the hole the block bridged is fenced off so later plans stop bridging it.
 Either way only the guilty tags lose data, and the lesson is kept for the life of the source.
+
+A poll gives a ``ReadingChain``: per request a ``ReadingBatch`` decoded by one ``struct`` call where the
+request's layout allows it (``plugins.modbus.unpack``), else that request's per-tag readings.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.batch import ReadingChain
 from agent.errors import TransientError
 from agent.records import Quality, Reading, Value, bad, not_finite
 from plugins.modbus.config import ModbusDevice, ModbusSourceConfig, ModbusTag
 from plugins.modbus.connection import TAG_FAULTS, Connection, ExceptionAnswer
 from plugins.modbus.decode import REGISTER_TYPES, Codec, registers_to_bytes, resolve_order
 from plugins.modbus.planner import Limits, Request, Slot, fences_between, plan, split
+from plugins.modbus.unpack import RequestDecoder, compile_request
 
 Layout = tuple[tuple[str, Callable[[bytes, int], Value], int, bool], ...]
 """Per tag of a register request: name, decode function, offset in the block, whether to check for NaN."""
@@ -98,6 +103,7 @@ class DevicePoller:
         self.fences: set[tuple[str, int]] = set()
         self._plan: list[Request] | None = None
         self._layouts: dict[int, tuple[Request, Layout]] = {}
+        self._decoders: dict[int, tuple[Request, RequestDecoder | None]] = {}
 
     @property
     def plan(self) -> list[Request]:
@@ -105,6 +111,7 @@ class DevicePoller:
         if self._plan is None:
             self._plan = plan(self.slots, self.limits, frozenset(self.isolated), frozenset(self.fences))
             self._layouts = {id(r): (r, self._layout(r)) for r in self._plan}
+            self._decoders = {id(r): (r, compile_request(r, self.codecs)) for r in self._plan}
         return self._plan
 
     def _layout(self, request: Request) -> Layout:
@@ -120,22 +127,25 @@ class DevicePoller:
         ts = time.time()
         return [bad(slot.name, ts, reason) for slot in self.slots]
 
-    async def poll(self) -> list[Reading]:
-        """Read every tag once.
+    async def poll(self) -> Sequence[Reading]:
+        """Read every tag once: a ``ReadingChain`` of one batch per request where the request's layout
+        allows it (``plugins.modbus.unpack``), else of the per-tag readings.
 
         Raises:
             TransientError: the device or its connection failed; the caller backs off.
         """
-        readings: list[Reading] = []
+        readings: list[Sequence[Reading]] = []
         answers: list[tuple[Request, bytes | Sequence[int] | Sequence[bool], float]] = []
         for request in self.plan:
-            readings.extend(await self._read(request, answers))
+            refused = await self._read(request, answers)
+            if refused:
+                readings.append(refused)
         # Decoded only once the cycle is complete: raw answers are bytes, which the garbage collector
         # does not track, so thousands of Readings never sit through the cycle's awaits (in the
         # benchmark that halved the collector's share of CPU).
         for request, data, ts in answers:
-            readings.extend(self.decode(request, data, ts))
-        return readings
+            readings.append(self.decode(request, data, ts))
+        return ReadingChain(readings)
 
     async def _read(
         self, request: Request, answers: list[tuple[Request, bytes | Sequence[int] | Sequence[bool], float]]
@@ -194,12 +204,28 @@ class DevicePoller:
 
     def decode(
         self, request: Request, values: bytes | Sequence[int] | Sequence[bool], ts: float
-    ) -> list[Reading]:
+    ) -> Sequence[Reading]:
         """Readings of the request's tags from its answer; they all share the read's timestamp.
+
+        A ``ReadingBatch`` when the request compiled to one ``struct`` call and every value is finite,
+        else the per-tag readings (``decode_each``); the two hold the same readings.
 
         Args:
             values: the bits, or the registers as a list or as their wire bytes.
         """
+        cached = self._decoders.get(id(request))
+        decoder = cached[1] if cached is not None and cached[0] is request else None
+        if decoder is not None:
+            data = values if request.is_bits or isinstance(values, bytes) else registers_to_bytes(values)
+            batch = decoder(data, ts)
+            if batch is not None:
+                return batch
+        return self.decode_each(request, values, ts)
+
+    def decode_each(
+        self, request: Request, values: bytes | Sequence[int] | Sequence[bool], ts: float
+    ) -> list[Reading]:
+        """The reference decode: one ``Codec`` call and one ``Reading`` per tag."""
         out: list[Reading] = []
         if request.is_bits:
             for slot in request.slots:

@@ -9,6 +9,7 @@ devices are down: the source's status goes DOWN while every device is down and U
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from agent.errors import PluginError
@@ -109,7 +110,7 @@ class ModbusSource(Source):
         return list(self._notes)
 
 
-async def _byte_order_notes(poller: DevicePoller, readings: list[Reading]) -> list[str]:
+async def _byte_order_notes(poller: DevicePoller, readings: Sequence[Reading]) -> list[str]:
     """A note per 32/64-bit tag whose value looks wrongly decoded, with what every order would give.
 
     A good value is re-encoded (no second read); a value the device sent as NaN or infinity was made BAD,
