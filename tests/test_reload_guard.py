@@ -140,8 +140,13 @@ async def test_a_file_being_written_is_read_only_once_it_settles(tmp_path: Path)
     final = "".join(f"# line {i}\n" for i in range(20))
 
     async def slow_writer() -> None:
-        for i in range(1, 21):
-            path.write_text(final[: len(final) * i // 20])
+        # The file grows by appends, each one write: every read sees a prefix, never a truncated moment
+        # (rewriting the whole text let two reads on a loaded machine both catch it empty after the
+        # truncation). The writer's next timer is always due before the reader's (50 ms < SETTLE_S),
+        # so two reads agree only once the writer is done, however late the loop runs.
+        for i in range(20):
+            with path.open("a") as out:
+                out.write(final[len(final) * i // 20 : len(final) * (i + 1) // 20])
             await asyncio.sleep(0.05)
 
     async with asyncio.TaskGroup() as tg:
