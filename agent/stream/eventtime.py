@@ -54,7 +54,8 @@ class EventTimeGuard:
             worst: Reading | None = None
             for part in parts(readings):
                 if part.__class__ is ReadingBatch and abs(part.ts - now) <= self.skew:
-                    self.off.difference_update(part.layout.tags)
+                    if self.off:  # the usual case is no tag off the clock: nothing to walk
+                        self.off.difference_update(part.layout.tags)
                     kept.append(part)
                 else:
                     checked, first = self._check(part, now, was_off)

@@ -102,17 +102,26 @@ class DevicePoller:
         self.isolated: set[str] = set()
         self.fences: set[tuple[str, int]] = set()
         self._plan: list[Request] | None = None
-        self._layouts: dict[int, tuple[Request, Layout]] = {}
-        self._decoders: dict[int, tuple[Request, RequestDecoder | None]] = {}
+        # per request of the plan: its per-tag layout and its one-call decoder (None: per tag only)
+        self._compiled: dict[int, tuple[Request, Layout, RequestDecoder | None]] = {}
 
     @property
     def plan(self) -> list[Request]:
         """The current plan; recomputed only after a lesson was learned."""
         if self._plan is None:
             self._plan = plan(self.slots, self.limits, frozenset(self.isolated), frozenset(self.fences))
-            self._layouts = {id(r): (r, self._layout(r)) for r in self._plan}
-            self._decoders = {id(r): (r, compile_request(r, self.codecs)) for r in self._plan}
+            self._compiled = {
+                id(r): (r, self._layout(r), compile_request(r, self.codecs)) for r in self._plan
+            }
         return self._plan
+
+    def _compiled_for(self, request: Request) -> tuple[Layout, RequestDecoder | None]:
+        """The plan's layout and decoder of ``request``; a request outside the plan (one tag of a split
+        block) gets its layout made now and no decoder."""
+        cached = self._compiled.get(id(request))
+        if cached is not None and cached[0] is request:
+            return cached[1], cached[2]
+        return self._layout(request), None
 
     def _layout(self, request: Request) -> Layout:
         """(tag, decode, offset in the block, check for NaN) per tag of a register request."""
@@ -213,14 +222,11 @@ class DevicePoller:
         Args:
             values: the bits, or the registers as a list or as their wire bytes.
         """
-        cached = self._decoders.get(id(request))
-        decoder = cached[1] if cached is not None and cached[0] is request else None
-        if decoder is not None:
-            data = values if request.is_bits or isinstance(values, bytes) else registers_to_bytes(values)
-            batch = decoder(data, ts)
-            if batch is not None:
-                return batch
-        return self.decode_each(request, values, ts)
+        decoder = self._compiled_for(request)[1]
+        data = values if request.is_bits or isinstance(values, bytes) else registers_to_bytes(values)
+        if decoder is not None and (batch := decoder(data, ts)) is not None:
+            return batch
+        return self.decode_each(request, data, ts)
 
     def decode_each(
         self, request: Request, values: bytes | Sequence[int] | Sequence[bool], ts: float
@@ -232,8 +238,7 @@ class DevicePoller:
                 out.append(Reading(slot.name, ts, bool(values[slot.address - request.address]), Quality.GOOD))
             return out
         data = values if isinstance(values, bytes) else registers_to_bytes(values)
-        cached = self._layouts.get(id(request))
-        layout = cached[1] if cached is not None and cached[0] is request else self._layout(request)
+        layout = self._compiled_for(request)[0]
         append = out.append
         for name, decode, offset, is_float in layout:
             value = decode(data, offset)
