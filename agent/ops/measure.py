@@ -83,7 +83,9 @@ class LoopMonitor:
 
     def __init__(self, max_lag: float, interval: float | None = None) -> None:
         self.max_lag = max_lag
-        self.interval = interval if interval is not None else min(0.25, max_lag / 4)
+        # At most one tick a second: lag() already grows while the loop is stuck, so a slower ticker
+        # only delays the first report of a stall, and every wake-up costs ~0.25 ms here (issue 17).
+        self.interval = interval if interval is not None else min(1.0, max_lag / 2)
         self._due: float | None = None
         self._last_lag = 0.0
 

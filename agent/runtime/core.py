@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,7 +70,7 @@ class Runtime(Streaming, Reloading):
         self._tg: asyncio.TaskGroup | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._pending_readings: dict[str, list[Sequence[Reading]]] = {}
-        self._readings_sent = False
+        self._readings_flushed_at = self._readings_first_at = -math.inf
         self.marks = WindowMarks(cfg.agent.state_dir / "windows.json")  # names the gap a restart left
         self.recorder = SelfRecorder(cfg.recording, cfg.agent.state_dir, [p.cfg for p in self.pipelines])
 
