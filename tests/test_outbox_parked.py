@@ -90,3 +90,78 @@ async def test_a_take_with_nothing_returns_empty_at_its_deadline(tmp_path: Path)
         assert await box.take(10, timeout=0) == []
     finally:
         box.close()
+
+
+async def test_the_take_after_one_that_emptied_the_outbox_does_not_wake_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the delivery loop takes again as soon as it has a batch; that take used to wake the writer only to
+    # be parked there, one wake-up per message (issue 17)
+    monkeypatch.setattr(queue, "SimpleQueue", Counted)
+    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8)
+    monkeypatch.undo()
+    ops = box._ops
+    assert isinstance(ops, Counted)
+    try:
+        box.append([msg(Kind.ALERT, 1)])
+        assert [json.loads(e.data)["n"] for e in await box.take(10, timeout=30)] == [1]
+        waiting = asyncio.create_task(box.take(10, timeout=30))
+        await asyncio.sleep(0.05)  # time for a request to reach the writer, if one were sent
+        assert ops.counts["take"] == 1
+        box.append([msg(Kind.ALERT, 2)])  # the writer's next group brings the waiting take along
+        assert [json.loads(e.data)["n"] for e in await waiting] == [2]
+        assert ops.counts["take"] == 1
+    finally:
+        box.close()
+
+
+async def test_a_take_waiting_at_the_loop_returns_empty_at_its_deadline_and_takes_nothing(
+    tmp_path: Path,
+) -> None:
+    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8)
+    try:
+        assert await box.take(10, timeout=0) == []  # the writer has nothing: later takes wait here
+        assert await box.take(10, timeout=0.05) == []
+        cancelled = asyncio.create_task(box.take(10, timeout=30))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        box.append([msg(Kind.ALERT, 3)])
+        await box.settled()
+        assert [json.loads(e.data)["n"] for e in await box.take(10, timeout=5)] == [3]  # not lost
+    finally:
+        box.close()
+
+
+async def test_a_release_makes_what_was_in_flight_takeable_for_a_take_waiting_at_the_loop(
+    tmp_path: Path,
+) -> None:
+    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8)
+    try:
+        box.append([msg(Kind.ALERT, 4)])
+        assert len(await box.take(10, timeout=30)) == 1  # in flight, unacked; the writer is drained
+        waiting = asyncio.create_task(box.take(10, timeout=30))
+        await asyncio.sleep(0.05)
+        box.release()  # a reconnect: the unacked one is resent
+        batch = await waiting
+        assert [(json.loads(e.data)["n"], e.replayed) for e in batch] == [(4, True)]
+    finally:
+        box.close()
+
+
+async def test_takes_that_time_out_between_commits_never_strand_a_committed_message(tmp_path: Path) -> None:
+    # a take given up at its deadline (answered empty, the writer drained) next to appends in the same
+    # group of work: whatever was committed after it must still reach the next take
+    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8)
+    try:
+        for n in range(150):
+            short = [asyncio.create_task(box.take(10, timeout=0.001 * (n % 4))) for _ in range(n % 3)]
+            box.append([msg(Kind.ALERT, n)])
+            got = [json.loads(e.data)["n"] for t in short for e in await t]
+            taken = await box.take(10, timeout=10) if not got else []
+            got += [json.loads(e.data)["n"] for e in taken]
+            assert got == [n]
+            await box.settled()
+            box.release()  # unacked on purpose: nothing is in flight for the next round's takes
+            box.ack(await box.take(10, timeout=10))
+    finally:
+        box.close()

@@ -2,15 +2,15 @@
 
 Why SQLite and not segment files: one group is one transaction (all or nothing after a crash), acks are
 deletes by id instead of a cursor plus a compaction pass, the per-topic ``seq`` counters commit in the
-same transaction as the messages they numbered, and the format is inspectable with the ``sqlite3`` shell.
+same transaction as the messages they numbered, the format is inspectable with the ``sqlite3`` shell, and
 ``locking_mode=EXCLUSIVE`` keeps a second agent from sharing the file.
 
 Nothing blocks the event loop (issue 11 item 5): ``append``, ``ack``, ``dead_letter`` and ``release``
 only queue work; a writer thread per outbox takes everything queued at once and commits it as one
 transaction (group commit: one fsync however many appends arrived meanwhile); ``take`` awaits the
-writer's answer, and a take that finds nothing waits on the writer for the commit that brings something
-(``agent.delivery.parked``). A take sees only committed messages, so nothing is published that a crash
-could renumber. The stats are the writer's and lag an append until ``await settled()``.
+writer's answer from the commit that brings something (``agent.delivery.parked``). A take sees only
+committed messages, so nothing is published that a crash could renumber. The stats are the writer's and
+lag an append until ``await settled()``.
 
 Durability (``OutboxConfig.fsync``): a committed transaction survives ``kill -9`` in every mode (it is in
 the OS page cache); what is queued but not yet committed (at most one commit time, milliseconds) is not.
@@ -38,7 +38,7 @@ from agent.config import statedir
 from agent.delivery import damage
 from agent.delivery.disk_full import DiskFull, is_full
 from agent.delivery.outbox import Encode, Refused
-from agent.delivery.parked import Desk, Take, Taken
+from agent.delivery.parked import Desk, Lobby, Take
 from agent.delivery.sqlite_book import Group, SqliteBook
 from agent.errors import FatalError
 from agent.records import Envelope, Message
@@ -84,6 +84,7 @@ class SqliteOutbox(SqliteBook):
         self._seqs = damage.Reservations(path)
         self._full = DiskFull(self)
         self._desk = Desk(self._attempt)
+        self._lobby = Lobby(self._lock)
         statedir.private_dir(path.parent)  # 0700 whatever the umask (issue 10)
         self._committed = 0
         self._open()
@@ -113,6 +114,7 @@ class SqliteOutbox(SqliteBook):
             self._ops.put(("dead", list(refused)))
 
     def release(self) -> None:
+        self._lobby.refill()
         self._ops.put(("release",))
 
     async def settled(self) -> None:
@@ -121,18 +123,15 @@ class SqliteOutbox(SqliteBook):
         await asyncio.wrap_future(answer)
 
     async def take(self, n: int, timeout: float) -> list[Envelope]:  # noqa: ASYNC109 - the contract
-        """As ``Outbox.take``; the wait happens on the writer, which answers from the next commit.
+        """As ``Outbox.take``; answered by the writer from the next commit (``agent.delivery.parked``).
 
         Out of replay budget (the pacer), the writer keeps the take until a burst's worth is back or a
-        live message commits, whichever comes first; then it is asked again with the new budget.
-        """
+        live message commits, whichever comes first; then it is asked again with the new budget."""
         deadline = time.monotonic() + timeout
         while True:
             budget = self._pacer.available()
             until = deadline if budget else min(deadline, time.monotonic() + self._pacer.wait_s())
-            answer: Future[Taken] = Future()
-            self._ops.put(("take", Take(n, budget, until, answer)))
-            batch, replayed, paced = await asyncio.wrap_future(answer)
+            batch, replayed, paced = await self._lobby.ask(Take(n, budget, until, Future()), self._ops)
             if batch:
                 self._pacer.spend(replayed)
                 self.stats.replayed += replayed
@@ -221,7 +220,7 @@ class SqliteOutbox(SqliteBook):
                 pending = Group()
                 if self._full.opened:
                     self._release()
-                self._desk.retry()
+                self._desk.retry(self._lobby.fresh_rows())
             elif name == _STOP:
                 going = False
             else:  # take, sync: they see what was queued before them, committed
@@ -249,8 +248,8 @@ class SqliteOutbox(SqliteBook):
         with self._lock:
             self._queued -= appended
             self.stats.depth = self._committed + self._queued
-        if group.rows:
-            self._desk.retry()  # the parked takes, before any take queued after this commit
+        if group.rows:  # the parked takes, and those waiting at the loop, before any queued after this
+            self._desk.retry(self._lobby.fresh_rows())
         return 0
 
     def _attempt(self, take: Take, final: bool) -> bool:
@@ -269,6 +268,8 @@ class SqliteOutbox(SqliteBook):
             for envelope in batch:
                 self._in_flight.pop(envelope.id, None)
             return True
+        if self._full.opened and not self._paced and len(batch) < take.n:
+            self._lobby.drained()  # before the answer: the loop's next take must see it
         take.answer.set_result((batch, replayed, self._paced))
         return True
 
