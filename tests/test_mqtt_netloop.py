@@ -163,3 +163,24 @@ async def test_a_blackholed_broker_times_out_clearly_and_a_cancelled_connect_lea
         with pytest.raises(asyncio.CancelledError):
             await attempt
         await eventually(lambda: open_sockets() == before, what="the connect's socket closed")
+
+
+async def test_a_publish_the_socket_takes_at_once_never_waits_for_writability(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each publish used to register the writer and wait an epoll round for EPOLLOUT: two epoll_ctl and
+    # a wake-up per message, on a VM where a wake-up costs ~0.25 ms (issue 17)
+    sink = make_sink(mosquitto.port, tmp_path)
+    async with sink:
+        loop = asyncio.get_running_loop()
+        watched: list[int] = []
+        add_writer = loop.add_writer
+        monkeypatch.setattr(
+            loop, "add_writer", lambda fd, cb, *a: (watched.append(fd), add_writer(fd, cb, *a))
+        )
+        for start in range(0, 100, 10):
+            assert await sink.publish(batch(start, 10)) == []
+        assert watched == []  # small messages on an idle socket: every write went through at once
+        big = [Envelope(1, 1, features("line1", 0), data=b"x" * 8_000_000)]
+        assert await sink.publish(big) == []  # more than the socket buffer: watched until written
+        assert watched

@@ -9,7 +9,8 @@ Contract:
       (DNS, TCP, TLS handshake), which runs in an executor: it sets paho's write callbacks, so paho never
       writes from that thread (``CONNECT`` is queued), and ignores them until ``start``.
     * ``start()`` on the loop thread once ``connect`` returned: the socket is read with ``loop_read``
-      whenever it is readable, written with ``loop_write`` while paho has bytes queued, and ``loop_misc``
+      whenever it is readable, written with ``loop_write`` on the loop iteration after paho queued bytes
+      (watched for writability only while the socket does not take them all), and ``loop_misc``
       runs every ``MISC_INTERVAL`` seconds (PINGREQ after ``keepalive`` of silence; a broker that does not
       answer within ``keepalive`` is declared lost). From then on only the loop thread touches the client,
       and every paho callback (``on_connect``, ``on_publish``, ``on_message``, ``on_disconnect``) runs on
@@ -95,6 +96,15 @@ class NetLoop:
 
     def _want_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         if self._fd is not None:
+            # Write on the next iteration, and watch for writability only if the socket did not take
+            # everything: it almost always does, and that saves two epoll_ctl and a wake-up per publish.
+            self._loop.call_soon(self._write_soon)
+
+    def _write_soon(self) -> None:
+        if self._fd is None:
+            return
+        self._writable()
+        if self._fd is not None and self._client.want_write():
             self._loop.add_writer(self._fd, self._writable)
 
     def _written(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
