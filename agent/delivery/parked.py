@@ -110,16 +110,21 @@ class Lobby:
         waiting = asyncio.wrap_future(take.answer)
         try:
             await asyncio.wait({waiting}, timeout=max(0.0, take.deadline - time.monotonic()))
-        finally:
-            with self._lock:
-                unseen = take in self._waiting
-                if unseen:
-                    self._waiting.remove(take)
-            if unseen or not waiting.done():
-                waiting.cancel()  # a cancelled wait: the writer drops the take when it sees it
-        if unseen:
+        except BaseException:  # our task was cancelled: the writer drops a cancelled take
+            self._forget(take)
+            waiting.cancel()
+            raise
+        if not waiting.done() and self._forget(take):
+            waiting.cancel()
             return [], 0, False
-        return await waiting
+        return await waiting  # the writer has it: it answers by the deadline
+
+    def _forget(self, take: Take) -> bool:
+        with self._lock:
+            unseen = take in self._waiting
+            if unseen:
+                self._waiting.remove(take)
+        return unseen
 
     def refill(self) -> None:
         """What was in flight is takeable again (a release)."""
