@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agent.delivery.sqlite_store import SqliteOutbox
-from agent.records import Kind, Message
+from agent.records import Envelope, Kind, Message
 from tests.mosquitto import eventually
 
 
@@ -35,20 +35,29 @@ def msg(kind: Kind, n: int) -> Message:
     return Message(kind, "p1", 1_700_000_000.0 + n, {"n": n})
 
 
+def numbers(batch: list[Envelope]) -> list[int]:
+    return [json.loads(e.data)["n"] for e in batch]
+
+
+def counted_outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[SqliteOutbox, Counted]:
+    """An outbox whose writer queue counts the loop's requests (patched only while it is made)."""
+    monkeypatch.setattr(queue, "SimpleQueue", Counted)
+    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8)
+    monkeypatch.undo()
+    assert isinstance(box._ops, Counted)
+    return box, box._ops
+
+
 async def test_a_waiting_take_is_one_request_answered_by_the_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(queue, "SimpleQueue", Counted)  # the outbox's writer queue, while it is made
-    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8)
-    monkeypatch.undo()
-    ops = box._ops
-    assert isinstance(ops, Counted)
+    box, ops = counted_outbox(tmp_path, monkeypatch)
     try:
         take = asyncio.create_task(box.take(10, timeout=30))
         await eventually(lambda: ops.counts.get("take") == 1, what="the take reaches the writer")
         box.append([msg(Kind.ALERT, 1)])
         batch = await take
-        assert [json.loads(e.data)["n"] for e in batch] == [1]
+        assert numbers(batch) == [1]
         assert ops.counts["take"] == 1  # was 2: answered empty, woken by the commit, asked again
     finally:
         box.close()
@@ -63,7 +72,7 @@ async def test_a_take_given_up_while_waiting_marks_nothing_in_flight(tmp_path: P
         box.append([msg(Kind.ALERT, 2)])
         await box.settled()
         batch = await box.take(10, timeout=5)  # not lost to the cancelled take
-        assert [json.loads(e.data)["n"] for e in batch] == [2]
+        assert numbers(batch) == [2]
     finally:
         box.close()
 
@@ -97,19 +106,15 @@ async def test_the_take_after_one_that_emptied_the_outbox_does_not_wake_the_writ
 ) -> None:
     # the delivery loop takes again as soon as it has a batch; that take used to wake the writer only to
     # be parked there, one wake-up per message (issue 17)
-    monkeypatch.setattr(queue, "SimpleQueue", Counted)
-    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8)
-    monkeypatch.undo()
-    ops = box._ops
-    assert isinstance(ops, Counted)
+    box, ops = counted_outbox(tmp_path, monkeypatch)
     try:
         box.append([msg(Kind.ALERT, 1)])
-        assert [json.loads(e.data)["n"] for e in await box.take(10, timeout=30)] == [1]
+        assert numbers(await box.take(10, timeout=30)) == [1]
         waiting = asyncio.create_task(box.take(10, timeout=30))
         await asyncio.sleep(0.05)  # time for a request to reach the writer, if one were sent
         assert ops.counts["take"] == 1
         box.append([msg(Kind.ALERT, 2)])  # the writer's next group brings the waiting take along
-        assert [json.loads(e.data)["n"] for e in await waiting] == [2]
+        assert numbers(await waiting) == [2]
         assert ops.counts["take"] == 1
     finally:
         box.close()
@@ -127,7 +132,7 @@ async def test_a_take_waiting_at_the_loop_returns_empty_at_its_deadline_and_take
         cancelled.cancel()
         box.append([msg(Kind.ALERT, 3)])
         await box.settled()
-        assert [json.loads(e.data)["n"] for e in await box.take(10, timeout=5)] == [3]  # not lost
+        assert numbers(await box.take(10, timeout=5)) == [3]  # not lost
     finally:
         box.close()
 
@@ -158,7 +163,7 @@ async def test_takes_that_time_out_between_commits_never_strand_a_committed_mess
             box.append([msg(Kind.ALERT, n)])
             got = [json.loads(e.data)["n"] for t in short for e in await t]
             taken = await box.take(10, timeout=10) if not got else []
-            got += [json.loads(e.data)["n"] for e in taken]
+            got += numbers(taken)
             assert got == [n]
             await box.settled()
             box.release()  # unacked on purpose: nothing is in flight for the next round's takes

@@ -10,8 +10,8 @@ cancelled ``Future``: dropped, never answered, so nothing is marked in flight fo
 
 ``Lobby`` is the loop's side: when the writer's last answer took everything committed, the next take
 (the delivery loop takes again as soon as it has a batch) waits in the lobby instead of waking the
-writer, and the writer's next commit of new rows (or a release) brings it to the desk (issue 17: a wake-up costs about
-0.25 ms of CPU on this VM, and this was one per message).
+writer, and the writer's next commit of new rows (or a release) brings it to the desk (issue 17: a
+wake-up costs about 0.25 ms of CPU on this VM, and this was one per message).
 """
 
 from __future__ import annotations
