@@ -71,7 +71,12 @@ def reading(tag: str, data: ua.DataValue, now: float | None = None) -> Reading:
     )
     code = data.StatusCode.value if data.StatusCode is not None else 0
     variant = data.Value
-    raw = variant.Value if variant is not None else None
+    return reading_of(tag, ts, code, variant.Value if variant is not None else None)
+
+
+def reading_of(tag: str, ts: float, code: int, raw: Any) -> Reading:
+    """The reading for a decoded value ``raw`` with status ``code`` at ``ts``: the one rule both the
+    asyncua-decoded path (``reading``) and the fast publish path (``plugins.opcua.changes``) apply."""
     if code == 0 and type(raw) is float:  # the common case, kept cheap: it runs per notification
         return Reading(tag, ts, raw) if -math.inf < raw < math.inf else not_finite(tag, ts, raw)
     quality = quality_of(code)
