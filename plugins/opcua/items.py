@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
+from agent.batch import ReadingBatch, parts
 from agent.plugin import PluginContext
 from agent.records import Quality, Reading, Value
 from plugins.opcua.config import OpcUaSourceConfig, OpcUaTag
@@ -53,11 +55,18 @@ class ItemCheck:
         self.gone: set[str] = set()
         self.next_at = now + cfg.item_check_interval
 
-    def seen(self, readings: list[Reading]) -> None:
+    def seen(self, readings: Sequence[Reading]) -> None:
+        """Note ``readings`` as notified now; a batch is taken whole, without a ``Reading`` per item."""
         now = time.monotonic()
-        for r in readings:
-            self.last_seen[r.tag] = now
-            self.last_value[r.tag] = r.value
+        last_seen, last_value = self.last_seen, self.last_value
+        for part in parts(readings):
+            if isinstance(part, ReadingBatch):
+                last_seen.update(zip(part.layout.tags, repeat(now)))
+                last_value.update(zip(part.layout.tags, part.values, strict=True))
+            else:
+                for r in part:
+                    last_seen[r.tag] = now
+                    last_value[r.tag] = r.value
 
     async def __call__(self) -> list[Reading]:
         """Readings from checking the items silent for ``item_check_interval`` (usually none)."""
@@ -98,11 +107,12 @@ class ItemCheck:
             with contextlib.suppress(ua.UaStatusCodeError):  # the server dropped it with the node
                 await self.sub.unsubscribe(old)
         handle = max(self.handles, default=0) + 1
+        self.handles[handle] = name  # before the request: its first value may come before the answer
         (result,) = await self.sub.create_monitored_items([self.request(tag, node, handle)])
         if isinstance(result, ua.StatusCode):
+            del self.handles[handle]
             self.ctx.log.warning("monitored item could not be re-created", tag=name, reason=result.name)
             return
-        self.handles[handle] = name
         self.server_handles[name] = int(result)
         was_gone = name in self.gone
         self.gone.discard(name)

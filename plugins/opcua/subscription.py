@@ -1,8 +1,9 @@
 """Subscription mode: monitored items created in batches, notifications emitted in batches, a watchdog.
 
-Notifications reach the loop through asyncua's bounded iterator queue (``buffer`` entries, overflow
-policy ``drop_oldest``: the newest state wins). asyncua's publish loop only ``put_nowait``s into it,
-so a slow ``emit`` never blocks the client; what the queue dropped is counted as ``dropped``.
+Notifications reach the loop through a ``PublishFeed`` (``plugins.opcua.feed``: at most ``buffer``
+readings, overflow policy ``drop_oldest``: the newest state wins). asyncua's publish loop only hands
+results to it, so a slow ``emit`` never blocks the client; what the feed dropped is counted as
+``dropped``. A notification of one scan arrives as one ``ReadingBatch`` (``plugins.opcua.changes``).
 
 The watchdog: a server that stays connected but sends nothing (no data, no keep-alive, no status
 change) for ``watchdog_periods`` keep-alive periods makes ``run`` raise ``TransientError``, and the
@@ -11,23 +12,20 @@ supervisor re-creates the whole client and its subscription.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
-from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent, Subscription
-from asyncua.observer import Observer
+from asyncua.common.subscription import Subscription
 
+from agent.batch import ReadingChain
 from agent.errors import TransientError
 from agent.plugin import Emit, PluginContext
 from agent.records import Reading, bad
-from plugins.opcua import status
 from plugins.opcua.config import OpcUaSourceConfig, OpcUaTag
+from plugins.opcua.feed import PublishFeed
 from plugins.opcua.items import ItemCheck, nodes_by_tag
 
 _TRIGGERS = {
@@ -40,20 +38,7 @@ _DEADBANDS = {
     "absolute": ua.DeadbandType.Absolute,
     "percent": ua.DeadbandType.Percent,
 }
-EMIT_BATCH = 5000
-
-
-class _Counter(Observer):
-    """Counts notifications asyncua delivered into the queue, to derive how many the queue dropped."""
-
-    def __init__(self) -> None:
-        self.produced = 0
-
-    def observe_request(self, request: Any) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def on_notification(self, subscription_id: int | None, event_count: int) -> None:
-        self.produced += event_count
+EMIT_BATCH = 5000  # readings per emit at most, short of a single notification that is larger
 
 
 def _filter(cfg: OpcUaSourceConfig, tag: OpcUaTag) -> ua.DataChangeFilter | None:
@@ -93,9 +78,8 @@ class SubscriptionLoop:
         self.cfg, self.ctx, self.client = cfg, ctx, client
         self.keepalive_count = max(1, math.ceil(cfg.keepalive_interval / cfg.publishing_interval))
         self.silence_s = cfg.watchdog_periods * self.keepalive_count * cfg.publishing_interval
-        self.counter = _Counter()
-        self.consumed = 0
-        self._sub: Subscription | None = None
+        self.handles: dict[int, str] = {}  # client handle -> tag; the feed reads it live
+        self.feed = PublishFeed(self.handles, cfg.buffer)
         self._started = time.monotonic()
         self.server_handles: dict[str, int] = {}
         self.check: ItemCheck | None = None
@@ -111,28 +95,32 @@ class SubscriptionLoop:
             PublishingEnabled=True,
             Priority=0,
         )
-        self.client.uaclient.observer = self.counter
-        return await self.client.create_subscription(
-            params, None, queue_maxsize=self.cfg.buffer, overflow=OverflowPolicy.DROP_OLDEST
-        )
+        sub = await self.client.create_subscription(params, None)
+        if sub.subscription_id is None:  # asyncua sets it from the response it just read
+            raise TransientError(f"{self.cfg.endpoint} created a subscription without an id")
+        self.feed.attach(self.client.uaclient, sub.subscription_id)  # before any item exists
+        return sub
 
     async def _monitor(
         self, sub: Subscription, nodes: Sequence[tuple[OpcUaTag, ua.NodeId]]
     ) -> tuple[dict[int, str], list[Reading]]:
         """Create the monitored items in batches; a refused item is a BAD reading, the rest flow."""
-        handles: dict[int, str] = {}
+        handles = self.handles
         refused: list[Reading] = []
         size = self.cfg.batch_size
         for start in range(0, len(nodes), size):
             chunk = nodes[start : start + size]
             requests = [_request(self.cfg, tag, node, start + i + 1) for i, (tag, node) in enumerate(chunk)]
+            # Known before the request: the server may publish an item's first value before the
+            # client has read the response that created it (asyncua's Subscription does the same).
+            handles.update((start + i + 1, tag.name) for i, (tag, _) in enumerate(chunk))
             results = await sub.create_monitored_items(requests)
             now = time.time()
             for (tag, _), req, result in zip(chunk, requests, results, strict=True):
                 if isinstance(result, ua.StatusCode):
+                    del handles[req.RequestedParameters.ClientHandle]
                     refused.append(bad(tag.name, now, result.name))
                 else:
-                    handles[req.RequestedParameters.ClientHandle] = tag.name
                     self.server_handles[tag.name] = int(result)
         return handles, refused
 
@@ -150,56 +138,29 @@ class SubscriptionLoop:
         self.ctx.status.counters["monitored_items"] = len(handles)
         self.ctx.mark_up()
         started = self._started = time.monotonic()
-        self._sub = sub
         request = lambda tag, node, handle: _request(self.cfg, tag, node, handle)  # noqa: E731 - binds cfg for ItemCheck
         check = self.check = ItemCheck(
             self.cfg, self.ctx, self.client, sub, handles, self.server_handles, nodes_by_tag(nodes), request
         )
         tick = min(1.0, max(0.05, self.silence_s / 4))
-        # asyncua's iterator hands out one event per await; reading its queue lets us drain what is
-        # ready in one go. Not next_event(): its wait_for can swallow a cancellation on 3.11 (gh-86296).
-        queue = sub._event_queue
-        assert queue is not None
+        feed = self.feed
         while True:
-            events: list[Any] = []
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(tick):
-                    events.append(await queue.get())
-            while events and len(events) < EMIT_BATCH and not queue.empty():
-                events.append(queue.get_nowait())
-            if events:
-                readings = self._readings(events, handles)
-                if readings:
-                    check.seen(readings)
-                    await emit(readings)
+            for readings in _groups(await feed.get(tick)):
+                check.seen(readings)
+                self.ctx.status.count("readings", len(readings))
+                await emit(readings)
+            if feed.ended is not None:
+                raise self._lost(f"{self.cfg.endpoint} ended the subscription: {feed.ended.name}")
             checked = await check()
             if checked:
                 await emit(checked)
-            self._watchdog(sub, started)
-
-    def _readings(self, events: list[Any], handles: dict[int, str]) -> list[Reading]:
-        out: list[Reading] = []
-        for event in events:
-            if isinstance(event, DataChangeEvent):
-                item = event.data.monitored_item
-                tag = handles.get(item.ClientHandle)
-                if tag is not None:
-                    out.append(status.reading(tag, item.Value))
-            elif isinstance(event, StatusChangeEvent):
-                code = event.notification.Status
-                if code is not None and not code.is_good():
-                    raise self._lost(f"{self.cfg.endpoint} ended the subscription: {code.name}")
-            elif event is None:
-                raise TransientError(f"subscription on {self.cfg.endpoint} was closed")
-        self.consumed += len(events)
-        self.ctx.status.count("readings", len(out))
-        return out
+            self._watchdog(started)
 
     def _lost(self, what: str) -> TransientError:
         """``what`` happened; when the server had been silent for a keep-alive period before it (a
         frozen server: asyncua's probe or its BadShutdown may fire before our watchdog), it is the
         documented watchdog case, and said so."""
-        last = self._sub.last_publish_at if self._sub is not None else None
+        last = self.feed.last_publish_at
         silent = time.monotonic() - max(last or self._started, self._started)
         if silent > self.keepalive_count * self.cfg.publishing_interval + self.cfg.publishing_interval:
             return TransientError(
@@ -208,20 +169,34 @@ class SubscriptionLoop:
             )
         return TransientError(what)
 
-    def _watchdog(self, sub: Subscription, started: float) -> None:
+    def _watchdog(self, started: float) -> None:
         if self.client.uaclient.state is not UaClientState.CONNECTED:
             raise self._lost(f"connection to {self.cfg.endpoint} lost ({self.client.uaclient.state.value})")
         counters = self.ctx.status.counters
-        queue = sub._event_queue
-        pending = queue.qsize() if queue is not None else 0
-        counters["queue_depth"] = pending
-        counters["dropped"] = max(0, self.counter.produced - self.consumed - pending)
-        last = sub.last_publish_at or started
+        counters["queue_depth"] = len(self.feed)
+        counters["dropped"] = self.feed.dropped
+        counters["publish_decoded_fast"] = self.feed.decoded["fast"]
+        counters["publish_decoded_by_asyncua"] = self.feed.decoded["asyncua"]
+        last = self.feed.last_publish_at or started
         if time.monotonic() - max(last, started) > self.silence_s:
             raise TransientError(
                 f"{self.cfg.endpoint} sent no data or keep-alive for {self.silence_s:.0f} s "
                 "(connected but silent); re-creating the client"
             )
+
+
+def _groups(parts: list[Sequence[Reading]]) -> Iterator[Sequence[Reading]]:
+    """``parts`` as emits of about ``EMIT_BATCH`` readings: one part alone, several as a chain."""
+    group: list[Sequence[Reading]] = []
+    size = 0
+    for part in parts:
+        if group and size + len(part) > EMIT_BATCH:
+            yield group[0] if len(group) == 1 else ReadingChain(group)
+            group, size = [], 0
+        group.append(part)
+        size += len(part)
+    if group:
+        yield group[0] if len(group) == 1 else ReadingChain(group)
 
 
 async def run_subscription(
