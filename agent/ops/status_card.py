@@ -7,11 +7,12 @@ page cannot show a value the loader would refuse, and a key the contract does no
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # only shown, never built here: the page starts without numpy (issue 17)
+    import numpy as np
 
-from agent.stream.contract import Contract
+    from agent.stream.contract import Contract
 
 
 def card(pipeline: Any) -> dict[str, Any]:

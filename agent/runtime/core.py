@@ -30,13 +30,13 @@ from agent.ops.observe import Observer
 from agent.plugin import State
 from agent.records import Reading
 from agent.registry import build
-from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models
+from agent.runtime.parts import SinkRun, SourceRun, cancel, enabled_pipelines, load_models, make_pipeline
 from agent.runtime.recording import SelfRecorder
 from agent.runtime.reload import Reloading
 from agent.runtime.resume import WindowMarks
 from agent.runtime.streaming import Streaming
 from agent.stream.eventtime import EventTimeGuard
-from agent.stream.pipeline import Pipeline, Router
+from agent.stream.router import Router
 from agent.supervise import supervise
 
 
@@ -50,7 +50,8 @@ class Runtime(Streaming, Reloading):
         self.log = logs.get("runner")
         units, language = tag_units(cfg.sources), cfg.agent.language
         self.pipelines = [
-            Pipeline(p, slot, units, language) for p, slot in enabled_pipelines(cfg, load_models(cfg, file))
+            make_pipeline(p, slot, units, language)
+            for p, slot in enabled_pipelines(cfg, load_models(cfg, file))
         ]
         self.router = Router(self.pipelines)
         self.last_good = self.router.last_good  # tag -> wall time its last good value arrived

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agent.config.base import SinkConfig, SourceConfig
 from agent.config.load import AgentConfig
@@ -11,9 +12,14 @@ from agent.config.sections import PipelineConfig
 from agent.delivery.outbox import Outbox
 from agent.errors import ConfigError, ConfigIssue, ModelError
 from agent.plugin import PluginContext, Sink, Source
-from agent.stream.features import feature_names
-from agent.stream.inference import ModelSlot
-from agent.stream.pipeline import thresholds
+
+if TYPE_CHECKING:
+    from agent.stream.explain import Language
+    from agent.stream.inference import ModelSlot
+    from agent.stream.pipeline import Pipeline
+
+# The stream modules import numpy (0.15 s here) and are imported when a pipeline is configured, not
+# at start-up: an agent that only forwards starts without them (issue 17).
 
 
 def load_models(cfg: AgentConfig, file: str) -> dict[str, ModelSlot]:
@@ -23,6 +29,10 @@ def load_models(cfg: AgentConfig, file: str) -> dict[str, ModelSlot]:
     for i, pipe in enumerate(cfg.pipelines):
         if pipe.model is None or not pipe.enabled:
             continue
+        from agent.stream.features import feature_names  # see the note on the imports
+        from agent.stream.inference import ModelSlot
+        from agent.stream.pipeline import thresholds
+
         try:
             required = () if pipe.alert.threshold is not None else ("threshold",)
             slot = ModelSlot(pipe.model, feature_names(pipe.tags, pipe.features), required)
@@ -37,6 +47,15 @@ def load_models(cfg: AgentConfig, file: str) -> dict[str, ModelSlot]:
     if issues:
         raise ConfigError(file, issues)
     return slots
+
+
+def make_pipeline(
+    cfg: PipelineConfig, slot: ModelSlot | None, units: dict[str, str], language: Language
+) -> Pipeline:
+    """The running stages of one ``[[pipelines]]`` entry (imports the stream modules on first use)."""
+    from agent.stream.pipeline import Pipeline
+
+    return Pipeline(cfg, slot, units, language)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config.base import SinkConfig, SourceConfig, tag_units
 from agent.config.load import AgentConfig, config_hash, load_config
@@ -29,10 +29,13 @@ from agent.delivery.outbox import Outbox
 from agent.errors import ConfigError
 from agent.ops import logs
 from agent.ops.observe import Observer
-from agent.runtime.parts import SinkRun, SourceRun, cancel, load_models
+from agent.runtime.parts import SinkRun, SourceRun, cancel, load_models, make_pipeline
 from agent.runtime.recording import SelfRecorder
-from agent.stream.inference import ModelSlot
-from agent.stream.pipeline import Pipeline, Router
+from agent.stream.router import Router
+
+if TYPE_CHECKING:  # the stream modules load numpy; they are imported when a pipeline is built
+    from agent.stream.inference import ModelSlot
+    from agent.stream.pipeline import Pipeline
 
 
 def _read_or_empty(path: str) -> bytes:
@@ -214,6 +217,8 @@ class Reloading:
                 pipelines.append(kept[cfg.name])
                 continue
             changed.append(cfg.name)
-            pipelines.append(Pipeline(cfg, slots.get(cfg.name), tag_units(new.sources), new.agent.language))
+            pipelines.append(
+                make_pipeline(cfg, slots.get(cfg.name), tag_units(new.sources), new.agent.language)
+            )
         changed += [n for n in old_pipes if n not in new_pipes]
         return pipelines, changed

@@ -1,7 +1,7 @@
 """The streaming half of the runtime: bus -> pipelines -> outboxes, and the periodic housekeeping.
 
 A mixin of ``agent.runtime.core.Runtime``: the pipeline loop takes batches off the bus, routes them into
-the pipelines' windows (``agent.stream.pipeline.Router``, the path the trainer uses too), scores closed
+the pipelines' windows (``agent.stream.router.Router``, the path the trainer uses too), scores closed
 windows in an executor, and appends the resulting messages to every sink's outbox that wants them.
 """
 
@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.batch import ReadingBatch, ReadingChain, parts
 from agent.config.load import AgentConfig
@@ -21,7 +21,10 @@ from agent.records import Kind, Message, Reading
 from agent.runtime.parts import SinkRun
 from agent.runtime.recording import SelfRecorder
 from agent.runtime.resume import WindowMarks
-from agent.stream.pipeline import Batch, Pipeline, Router
+from agent.stream.router import Router
+
+if TYPE_CHECKING:  # the stream modules load numpy; they are imported when a pipeline is built
+    from agent.stream.pipeline import Batch, Pipeline
 
 
 class Streaming:
