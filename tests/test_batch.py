@@ -19,6 +19,7 @@ from agent.ops.status_api import StatusFeed
 from agent.records import NOT_FINITE, Kind, Message, Quality, Reading, WireEncoder, bad, encode_body
 from agent.stream.eventtime import EventTimeGuard
 from agent.stream.pipeline import Router
+from agent.stream.rows import RowBuilder
 from plugins.modbus.decode import Codec
 from tests.test_modbus_source import make_source, plc, sim_device
 
@@ -69,6 +70,20 @@ def test_the_json_of_a_chain_is_byte_identical_to_the_per_reading_json() -> None
     # a payload with more than source and readings takes the generic path, with the same rows
     more = Message(Kind.READINGS, "plc", 7.0, {"source": "plc", "readings": chain, "note": 1})
     assert json.loads(encode_body(more))["readings"] == body["readings"]
+
+
+def test_the_recording_rows_of_a_chain_are_the_rows_of_its_readings() -> None:
+    """The rolling recording (``RowBuilder``) takes batches whole: the same rows, counts and reasons."""
+    tags = [*AWKWARD, "down", "text", "x", "y", "unrouted"]
+    chain = awkward_chain()
+    whole, each = RowBuilder(tags, 10.0), RowBuilder(tags, 10.0)
+    assert whole.add(chain) == each.add(list(chain))
+    later = ReadingChain([ReadingBatch(BatchLayout(["x"]), 1764000001.5, [7])])
+    assert whole.add(later) == each.add(list(later))
+    assert (whole.good, whole.why, whole.first, whole.last) == (each.good, each.why, each.first, each.last)
+    assert (
+        whole.never_good() == each.never_good() == ["down (timeout)", "text (good)", "unrouted (never read)"]
+    )
 
 
 def test_the_router_and_the_status_feed_take_a_chain_as_its_readings() -> None:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from agent.batch import ReadingBatch, parts
 from agent.records import Reading, numeric
 
 
@@ -37,15 +38,27 @@ class RowBuilder:
         return [f"{tag} ({self.why[i] or 'never read'})" for tag, i in self.index.items() if not self.good[i]]
 
     def add(self, readings: Sequence[Reading]) -> list[tuple[float, list[float | None]]]:
+        """The rows ``readings`` complete, oldest first; a ``ReadingBatch`` (or a chain of them) is
+        taken whole, without a ``Reading`` per value (its values are good and finite)."""
         groups: dict[float, dict[int, float | None]] = {}
-        for r in readings:
-            i = self.index.get(r.tag)
-            if i is not None:
-                value = groups.setdefault(r.ts, {})[i] = numeric(r)
-                if value is None:
-                    self.why[i] = r.reason or str(r.quality)
-                else:
-                    self.good[i] += 1
+        index, good = self.index, self.good
+        for part in parts(readings):
+            if isinstance(part, ReadingBatch):
+                group = groups.setdefault(part.ts, {})
+                for tag, raw in zip(part.layout.tags, part.values, strict=True):
+                    i = index.get(tag)
+                    if i is not None:
+                        group[i] = float(raw)
+                        good[i] += 1
+                continue
+            for r in part:
+                i = index.get(r.tag)
+                if i is not None:
+                    value = groups.setdefault(r.ts, {})[i] = numeric(r)
+                    if value is None:
+                        self.why[i] = r.reason or str(r.quality)
+                    else:
+                        good[i] += 1
         rows = []
         for ts in sorted(groups):
             for i, value in groups[ts].items():
