@@ -138,7 +138,8 @@ class SelfRecorder:
         self._closed: list[Finished] = []  # a heap, oldest start first
         self._closed_bytes = 0
         self._warned = 0.0
-        self._closing = threading.Event()  # cuts the writer's wait short at close
+        self._wake = threading.Event()  # cuts the writer's wait short: closing, or the queue half full
+        self._hurry_at = max(1, cfg.queue // 2)
 
     @property
     def enabled(self) -> bool:
@@ -156,11 +157,15 @@ class SelfRecorder:
         try:
             self._queue.put_nowait(readings)
         except queue.Full:
+            self._wake.set()
             self.dropped += len(readings)
             now = time.monotonic()
             if now - self._warned >= 60:
                 self._warned = now
                 self.log.warning("recording fell behind; readings not recorded", dropped=self.dropped)
+            return
+        if self._queue.qsize() >= self._hurry_at:  # a replay at full speed: write before it overflows
+            self._wake.set()
 
     def configure(self, pipelines: Sequence[PipelineConfig]) -> None:
         """After a reload: record these pipelines from now on (changed tags start new segments)."""
@@ -173,7 +178,7 @@ class SelfRecorder:
         """Write what is queued and stop the thread (blocking: call it from a thread)."""
         if self._thread is not None:
             self._queue.put(_STOP)
-            self._closing.set()
+            self._wake.set()
             self._thread.join(timeout)
             self._thread = None
 
@@ -205,10 +210,11 @@ class SelfRecorder:
                 p.close()
 
     def _take(self) -> list[Any]:
-        """What is queued after ``COALESCE`` s (at once when closing): batches are written once a second,
-        not once each (a replay at full speed ran 50% slower with a write per batch), and the loop's
-        ``add`` never wakes the thread."""
-        self._closing.wait(COALESCE)
+        """What is queued after ``COALESCE`` s, or as soon as the queue is half full or the recorder
+        closes: batches are written once a second, not once each (a replay at full speed ran 50% slower
+        with a write per batch), and ``add`` wakes the thread only to keep the queue from overflowing."""
+        self._wake.wait(COALESCE)
+        self._wake.clear()
         items: list[Any] = []
         with contextlib.suppress(queue.Empty):
             while len(items) < self.cfg.queue:
