@@ -170,3 +170,52 @@ async def test_takes_that_time_out_between_commits_never_strand_a_committed_mess
             box.ack(await box.take(10, timeout=10))
     finally:
         box.close()
+
+
+async def test_an_ack_does_not_wake_the_writer_it_rides_with_the_next_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an ack was a request of its own: one more writer wake-up and transaction per message (issue 17)
+    box, ops = counted_outbox(tmp_path, monkeypatch)
+    try:
+        box.append([msg(Kind.ALERT, 1)])
+        box.ack(await box.take(10, timeout=30))
+        assert "ack" not in ops.counts
+        box.append([msg(Kind.ALERT, 2)])
+        await box.settled()
+        assert "ack" not in ops.counts
+        assert (box.stats.acked, box.stats.depth) == (1, 1)
+    finally:
+        box.close()
+    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8)
+    try:
+        assert numbers(await box.take(10, timeout=0)) == [2]  # the ack was committed with the append
+    finally:
+        box.close()
+
+
+async def test_acks_ride_with_a_take_that_reaches_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a replay takes batch after batch with no append between them: each take carries the acks before it
+    box, ops = counted_outbox(tmp_path, monkeypatch)
+    try:
+        box.append([msg(Kind.FEATURES, n) for n in range(5)])
+        box.ack(await box.take(2, timeout=30))
+        assert numbers(await box.take(2, timeout=30)) == [2, 3]
+        assert box.stats.acked == 2  # committed before the take was answered
+        assert "ack" not in ops.counts
+    finally:
+        box.close()
+
+
+async def test_acks_with_nothing_to_carry_them_are_committed_when_the_take_gives_up(tmp_path: Path) -> None:
+    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8)
+    try:
+        box.append([msg(Kind.ALERT, 1)])
+        box.ack(await box.take(10, timeout=30))
+        assert await box.take(10, timeout=0.05) == []  # waits at the loop, then hands the acks over
+        await eventually(lambda: box.stats.acked == 1, what="the ack committed without another call")
+        assert box.stats.depth == 0
+    finally:
+        box.close()

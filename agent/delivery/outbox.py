@@ -12,7 +12,8 @@ Contract (both implementations):
     envelopes, alerts and status before features and readings, oldest first within a kind, so every
     topic stays in seq order. Taking does not remove: taken envelopes are in flight until ``ack``-ed;
     ``release()`` forgets what is in flight so the next ``take`` resends it.
-    ``ack(envelopes)`` removes delivered envelopes for good; ``dead_letter(refused)`` removes envelopes
+    ``ack(envelopes)`` removes delivered envelopes for good (the durable outbox commits acks with its
+    next write, see ``agent.delivery.sqlite_store``); ``dead_letter(refused)`` removes envelopes
     the far side refused for good and keeps them (the last ``DEAD_LETTERS_KEPT``) with their reason,
     counted per reason and logged once per reason.
 

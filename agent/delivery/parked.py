@@ -93,15 +93,18 @@ class Lobby:
 
     # --- the loop's side ---
 
-    async def ask(self, take: Take, ops: queue.SimpleQueue[Any]) -> Taken:
-        """The answer to ``take``: queued to the writer, or kept here while the writer has nothing."""
+    async def ask(self, take: Take, ops: queue.SimpleQueue[Any], carry: Callable[[], list[int]]) -> Taken:
+        """The answer to ``take``: queued to the writer, or kept here while the writer has nothing.
+
+        ``carry()`` gives the acked ids that travel with a take queued to the writer (committed
+        before it is answered); a take kept here leaves them for the next call that reaches it."""
         with self._lock:
             early = self._drained
             if early:
                 self._waiting.append(take)
         if early:
             return await self._wait(take)
-        ops.put(("take", take))
+        ops.put(("take", take, carry()))
         return await asyncio.wrap_future(take.answer)
 
     async def _wait(self, take: Take) -> Taken:

@@ -18,6 +18,14 @@ the OS page cache); what is queued but not yet committed (at most one commit tim
 fsynced, so a power loss can resend a few delivered messages (consumers see the repeated ``seq``).
 ``always`` fsyncs acks too; ``never`` leaves fsync to SQLite's checkpoints.
 
+Acks ride (issue 17): ``ack`` only keeps the ids on the loop's side; they go to the writer with the next
+call that reaches it (an append, a take the writer answers, a release, ``settled``, ``close``) and
+commit in that group, or on their own when a take gives up with nothing to carry them (within a
+second while idle). An ack of its own was one more writer wake-up and transaction per message. The
+cost: a ``kill -9`` resends what was delivered since the last such call, at most one
+``readings_interval`` of live messages or one batch of a replay, marked by its repeated ``seq``, as
+QoS 1 allows; nothing is lost.
+
 A full state directory (issue 11 item 1) never stops the agent: see ``agent.delivery.disk_full``.
 A damaged file is moved aside and a fresh one started, seq continuing (``agent.delivery.damage``).
 """
@@ -81,6 +89,7 @@ class SqliteOutbox(SqliteBook):
         self._ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued = 0  # appended messages the writer has not numbered yet (under _lock)
+        self._acks: list[int] = []  # acked ids not yet handed to the writer (the loop's side only)
         self._seqs = damage.Reservations(path)
         self._full = DiskFull(self)
         self._desk = Desk(self._attempt)
@@ -103,22 +112,34 @@ class SqliteOutbox(SqliteBook):
         with self._lock:
             self._queued += len(batch)
             self.stats.depth += len(batch)
-        self._ops.put(("append", batch))
+        self._ops.put(("append", batch, self._take_acks()))
 
     def ack(self, envelopes: Sequence[Envelope]) -> None:
-        if envelopes:
-            self._ops.put(("ack", [e.id for e in envelopes]))
+        """Keep the ids for the next call that reaches the writer (the module docstring: acks ride)."""
+        self._acks.extend(e.id for e in envelopes)
+
+    def _take_acks(self) -> list[int]:
+        acks, self._acks = self._acks, []
+        return acks
+
+    def _hand_acks(self) -> None:
+        """Queue the acks kept so far, ahead of whatever the caller queues next."""
+        if self._acks:
+            self._ops.put(("ack", self._take_acks()))
 
     def dead_letter(self, refused: Refused) -> None:
         if refused:
+            self._hand_acks()
             self._ops.put(("dead", list(refused)))
 
     def release(self) -> None:
+        self._hand_acks()
         self._lobby.refill()
         self._ops.put(("release",))
 
     async def settled(self) -> None:
         answer: Future[None] = Future()
+        self._hand_acks()
         self._ops.put(("sync", answer))
         await asyncio.wrap_future(answer)
 
@@ -131,16 +152,19 @@ class SqliteOutbox(SqliteBook):
         while True:
             budget = self._pacer.available()
             until = deadline if budget else min(deadline, time.monotonic() + self._pacer.wait_s())
-            batch, replayed, paced = await self._lobby.ask(Take(n, budget, until, Future()), self._ops)
+            take = Take(n, budget, until, Future())
+            batch, replayed, paced = await self._lobby.ask(take, self._ops, self._take_acks)
             if batch:
                 self._pacer.spend(replayed)
                 self.stats.replayed += replayed
                 return batch
             if not paced or time.monotonic() >= deadline:
+                self._hand_acks()  # nothing came to carry them: commit them now
                 return []
 
     def close(self) -> None:
         if self._thread.is_alive():
+            self._hand_acks()
             self._ops.put((_STOP,))
             self._thread.join()
 
@@ -210,6 +234,7 @@ class SqliteOutbox(SqliteBook):
             name = op[0]
             if name == "append":
                 appended += len(op[1])
+                pending.acked.extend(op[2])
                 self._store(op[1], pending)
             elif name == "ack":
                 pending.acked.extend(op[1])
@@ -224,6 +249,8 @@ class SqliteOutbox(SqliteBook):
             elif name == _STOP:
                 going = False
             else:  # take, sync: they see what was queued before them, committed
+                if name == "take":
+                    pending.acked.extend(op[2])
                 appended = self._flush(pending, appended)
                 pending = Group()
                 if name == "take":
