@@ -219,3 +219,14 @@ async def test_acks_with_nothing_to_carry_them_are_committed_when_the_take_gives
         assert box.stats.depth == 0
     finally:
         box.close()
+
+
+async def test_with_fsync_always_an_ack_is_committed_at_once(tmp_path: Path) -> None:
+    # 'always' promises no duplicate after a power cut: its acks do not wait for a ride
+    box = SqliteOutbox(tmp_path / "o.sqlite", 10**8, fsync="always")
+    try:
+        box.append([msg(Kind.ALERT, 1)])
+        box.ack(await box.take(10, timeout=30))
+        await eventually(lambda: box.stats.acked == 1, what="the ack committed without another call")
+    finally:
+        box.close()

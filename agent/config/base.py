@@ -189,8 +189,9 @@ class OutboxConfig(Model):
         default="append",
         description=(
             "When the durable outbox forces data to the disk. 'append': every append (a power loss loses no "
-            "accepted message; an ack lost to a power loss means a duplicate, visible by seq). 'always': "
-            "appends and acks. 'never': the OS decides (survives kill -9 of the agent, not a power loss)."
+            "accepted message; acks commit with the next append, so one lost to a power loss or a kill -9 "
+            "means a duplicate, visible by seq). 'always': appends and acks, each ack at once. 'never': the "
+            "OS decides (survives kill -9 of the agent, not a power loss)."
         ),
     )
     batch: int = Field(default=200, ge=1, le=10_000, description="Most messages handed to the sink at once.")

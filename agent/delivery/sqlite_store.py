@@ -24,7 +24,7 @@ commit in that group, or on their own when a take gives up with nothing to carry
 second while idle). An ack of its own was one more writer wake-up and transaction per message. The
 cost: a ``kill -9`` resends what was delivered since the last such call, at most one
 ``readings_interval`` of live messages or one batch of a replay, marked by its repeated ``seq``, as
-QoS 1 allows; nothing is lost.
+QoS 1 allows; nothing is lost. ``always`` hands every ack over at once, as before.
 
 A full state directory (issue 11 item 1) never stops the agent: see ``agent.delivery.disk_full``.
 A damaged file is moved aside and a fresh one started, seq continuing (``agent.delivery.damage``).
@@ -85,6 +85,7 @@ class SqliteOutbox(SqliteBook):
         super().__init__(max_bytes, replay_rate, clock, log, encode)
         self.path = path
         self._sync_append, self._sync_ack = _SYNC[fsync]
+        self._ack_now = fsync == "always"
         self._sync_now = ""
         self._ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -115,8 +116,11 @@ class SqliteOutbox(SqliteBook):
         self._ops.put(("append", batch, self._take_acks()))
 
     def ack(self, envelopes: Sequence[Envelope]) -> None:
-        """Keep the ids for the next call that reaches the writer (the module docstring: acks ride)."""
+        """Keep the ids for the next call that reaches the writer (the module docstring: acks ride);
+        with ``fsync="always"`` hand them over now, as that mode promises no duplicate after a power cut."""
         self._acks.extend(e.id for e in envelopes)
+        if self._ack_now:
+            self._hand_acks()
 
     def _take_acks(self) -> list[int]:
         acks, self._acks = self._acks, []
