@@ -200,6 +200,16 @@ class _Quiet:
 _quiet = _Quiet()
 
 
+async def delivered(box: SqliteOutbox, n: int, what: str) -> None:
+    """Until ``n`` acks are committed. ``settled`` hands over acks still waiting for a ride (they commit
+    with the next append or take, ``agent.delivery.sqlite_store``), so the end is seen within 10 ms."""
+    deadline = time.monotonic() + 300
+    while box.stats.acked < n:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await box.settled()
+        await asyncio.sleep(0.01)
+
+
 async def through_agent(port: int, messages: list[Message], qos: int, folder: Path) -> Meter:
     sink = make_sink(port, folder, qos)
     outbox = SqliteOutbox(folder / f"outbox-q{qos}.sqlite", 2**30, log=_quiet, encode=sink.encode)
@@ -212,7 +222,7 @@ async def through_agent(port: int, messages: list[Message], qos: int, folder: Pa
         for i in range(0, len(messages), STEP):
             outbox.append(messages[i : i + STEP])
             await asyncio.sleep(0)
-        await eventually(lambda: outbox.stats.acked >= len(messages), within=300, what="every ack")
+        await delivered(outbox, len(messages), "every ack")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     outbox.close()
@@ -252,7 +262,7 @@ async def replay(
     )
     with Meter() as meter:
         if seconds is None:
-            await eventually(lambda: box.stats.acked >= len(messages), within=300, what="the whole backlog")
+            await delivered(box, len(messages), "the whole backlog")
         else:
             await asyncio.sleep(seconds)
     task.cancel()
