@@ -1,9 +1,8 @@
-"""The SQL of the durable outbox: tables, numbering, the cap, picking and deleting.
+"""The SQL of the durable outbox: tables, numbering, the cap, picking, deleting, one group's transaction.
 
 Every method here runs on the outbox's writer thread (``agent.delivery.sqlite_store``), which owns the
-connection; none of it is called from the event loop. Writes happen inside the transaction the writer
-opened for its group; in-memory counters change only through ``_apply``, after the commit, so a
-rolled-back group (a full disk) leaves them as they were.
+connection; none of it is called from the event loop. In-memory counters change only through
+``_apply``, after the commit, so a rolled-back group (a full disk) leaves them as they were.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.delivery.damage import Reservations
 from agent.delivery.outbox import DEAD_LETTERS_KEPT, DROP_ORDER, KINDS_BY_PRIORITY, OutboxBase, charged_size
 from agent.records import PRIORITY, Envelope, Kind, Message
 
@@ -61,6 +61,10 @@ class SqliteBook(OutboxBase):
 
     _db: sqlite3.Connection
     path: Path
+    _sync_append: str  # PRAGMA synchronous for a group with rows, and for one of acks only
+    _sync_ack: str
+    _sync_now: str
+    _seqs: Reservations
 
     def _init_db(self, encode_v1: bool) -> None:
         db = self._db
@@ -270,3 +274,27 @@ class SqliteBook(OutboxBase):
     def dead_rows(self) -> list[tuple[Any, ...]]:
         """The kept dead letters (kind, key, seq, reason), oldest first; for tests and ``sqlite3`` users."""
         return self._db.execute("SELECT kind, key, seq, reason FROM dead_letters ORDER BY id").fetchall()
+
+    def transaction(self, group: Group) -> None:
+        """Write and commit ``group``; called by ``DiskFull.commit``, which handles a full disk."""
+        sync = self._sync_append if group.rows else self._sync_ack
+        if sync != self._sync_now:
+            self._db.execute(f"PRAGMA synchronous={sync}")
+            self._sync_now = sync
+        self._seqs.reserve(group.seqs)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._write(group)
+            self._commit()
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._apply(group)
+        if group.acked:
+            self._after_ack()
+            self._end_drop_episode()
+
+    def _commit(self) -> None:
+        """COMMIT (the fsync); a test store overrides this to slow it down."""
+        self._db.execute("COMMIT")

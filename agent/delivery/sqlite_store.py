@@ -18,13 +18,10 @@ the OS page cache); what is queued but not yet committed (at most one commit tim
 fsynced, so a power loss can resend a few delivered messages (consumers see the repeated ``seq``).
 ``always`` fsyncs acks too; ``never`` leaves fsync to SQLite's checkpoints.
 
-Acks ride (issue 17): ``ack`` only keeps the ids on the loop's side; they go to the writer with the next
-call that reaches it (an append, a take the writer answers, a release, ``settled``, ``close``) and
-commit in that group, or on their own when a take gives up with nothing to carry them (within a
-second while idle). An ack of its own was one more writer wake-up and transaction per message. The
-cost: a ``kill -9`` resends what was delivered since the last such call, at most one
-``readings_interval`` of live messages or one batch of a replay, marked by its repeated ``seq``, as
-QoS 1 allows; nothing is lost. ``always`` hands every ack over at once, as before.
+Acks ride (issue 17): ``ack`` keeps the ids on the loop's side until the next call that reaches the
+writer (an append, a take it answers, a release, ``settled``, ``close``), or a take that gives up idle;
+one writer wake-up and transaction per message fewer. A ``kill -9`` can resend one ``readings_interval``
+of delivered messages (same ``seq``), never lose one. ``always`` hands every ack over at once.
 
 A full state directory (issue 11 item 1) never stops the agent: see ``agent.delivery.disk_full``.
 A damaged file is moved aside and a fresh one started, seq continuing (``agent.delivery.damage``).
@@ -43,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import statedir
-from agent.delivery import damage
+from agent.delivery import damage, sqlite_file
 from agent.delivery.disk_full import DiskFull, is_full
 from agent.delivery.outbox import Encode, Refused
 from agent.delivery.parked import Desk, Lobby, Take
@@ -190,23 +187,11 @@ class SqliteOutbox(SqliteBook):
         self._seqs.floor(self._seq)
 
     def _connect(self) -> None:
-        path = self.path
-        journal = (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
-        for file in journal:  # before anything reads through it, the damage check included (issue 10)
-            if file.is_symlink():
-                raise FatalError(
-                    f"outbox {file} is a symbolic link; the agent never follows links in its state directory"
-                )
-        if damage.zero_length(path):
+        sqlite_file.refuse_links(self.path)
+        if damage.zero_length(self.path):
             damage.move_aside(self, "zero-length file")
-        try:
-            # The outbox and its journal files: 0600, never through a planted symlink (issue 10).
-            statedir.prepare(*journal)
-        except statedir.UnsafeFile as exc:
-            raise FatalError(f"outbox {path}: {exc.strerror or exc}") from exc
-        except OSError as exc:  # ENOSPC before SQLite even opens: the full-disk path, like its own error
-            raise sqlite3.OperationalError(f"outbox {path}: {exc.strerror or exc}") from exc
-        self._db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
+        sqlite_file.prepare(self.path)
+        self._db = sqlite_file.connect(self.path)
         self._sync_now = ""
         self._init_db(encode_v1=True)
         self._load_counts()
@@ -303,27 +288,3 @@ class SqliteOutbox(SqliteBook):
             self._lobby.drained()  # before the answer: the loop's next take must see it
         take.answer.set_result((batch, replayed, self._paced))
         return True
-
-    def transaction(self, group: Group) -> None:
-        """Write and commit ``group``; called by ``DiskFull.commit``, which handles a full disk."""
-        sync = self._sync_append if group.rows else self._sync_ack
-        if sync != self._sync_now:
-            self._db.execute(f"PRAGMA synchronous={sync}")
-            self._sync_now = sync
-        self._seqs.reserve(group.seqs)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._write(group)
-            self._commit()
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        self._apply(group)
-        if group.acked:
-            self._after_ack()
-            self._end_drop_episode()
-
-    def _commit(self) -> None:
-        """COMMIT (the fsync); a test store overrides this to slow it down."""
-        self._db.execute("COMMIT")
