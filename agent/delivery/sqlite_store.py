@@ -110,7 +110,7 @@ class SqliteOutbox(SqliteBook):
         with self._lock:
             self._queued += len(batch)
             self.stats.depth += len(batch)
-        self._ops.put(("append", batch, self._take_acks()))
+        self._ops.put(("append", batch, self._pop_acks()))
 
     def ack(self, envelopes: Sequence[Envelope]) -> None:
         """Keep the ids for the next call that reaches the writer (the module docstring: acks ride);
@@ -119,14 +119,14 @@ class SqliteOutbox(SqliteBook):
         if self._ack_now:
             self._hand_acks()
 
-    def _take_acks(self) -> list[int]:
+    def _pop_acks(self) -> list[int]:
         acks, self._acks = self._acks, []
         return acks
 
     def _hand_acks(self) -> None:
         """Queue the acks kept so far, ahead of whatever the caller queues next."""
         if self._acks:
-            self._ops.put(("ack", self._take_acks()))
+            self._ops.put(("ack", self._pop_acks()))
 
     def dead_letter(self, refused: Refused) -> None:
         if refused:
@@ -140,8 +140,7 @@ class SqliteOutbox(SqliteBook):
 
     async def settled(self) -> None:
         answer: Future[None] = Future()
-        self._hand_acks()
-        self._ops.put(("sync", answer))
+        self._ops.put(("sync", answer, self._pop_acks()))
         await asyncio.wrap_future(answer)
 
     async def take(self, n: int, timeout: float) -> list[Envelope]:  # noqa: ASYNC109 - the contract
@@ -154,7 +153,7 @@ class SqliteOutbox(SqliteBook):
             budget = self._pacer.available()
             until = deadline if budget else min(deadline, time.monotonic() + self._pacer.wait_s())
             take = Take(n, budget, until, Future())
-            batch, replayed, paced = await self._lobby.ask(take, self._ops, self._take_acks)
+            batch, replayed, paced = await self._lobby.ask(take, self._ops, self._pop_acks)
             if batch:
                 self._pacer.spend(replayed)
                 self.stats.replayed += replayed
@@ -237,9 +236,8 @@ class SqliteOutbox(SqliteBook):
                 self._desk.retry(self._lobby.fresh_rows())
             elif name == _STOP:
                 going = False
-            else:  # take, sync: they see what was queued before them, committed
-                if name == "take":
-                    pending.acked.extend(op[2])
+            else:  # take, sync: they see what was queued before them, committed, and carry acks
+                pending.acked.extend(op[2])
                 appended = self._flush(pending, appended)
                 pending = Group()
                 if name == "take":
